@@ -1,0 +1,143 @@
+"""HTTP routes: parse, authenticate, hand over to the service, shape the HTTP response.
+
+The hot endpoints are plain Starlette endpoints (`Request -> Response`) rather than FastAPI
+dependency-injected ones: validation is done by `protocol.py` and dependency resolution would
+cost tens of microseconds per request for nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy.api.errors import envelope_errors
+from proxy.api.protocol import parse_chat_request, parse_json_body
+from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from proxy.app import AppState
+
+JSON = "application/json"
+PASSTHROUGH_PATHS = ("/v1/embeddings", "/v1/completions", "/v1/responses")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """Read the body, refusing (413) as soon as it exceeds `max_bytes`, never buffering more."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidRequest(f"Invalid Content-Length header: {declared!r}.")
+        if int(declared) > max_bytes:
+            raise PayloadTooLarge(f"The request body ({declared} bytes) exceeds the limit of {max_bytes} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _json(obj: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type=JSON, headers=headers)
+
+
+class Api:
+    """The endpoints, bound to the app's wired state."""
+
+    def __init__(self, state: "AppState") -> None:
+        self.s = state
+
+    @envelope_errors
+    async def chat_completions(self, request: Request) -> Response:
+        key = self.s.keys.authenticate(request.headers.get("authorization"))
+        req = parse_chat_request(await read_body(request, self.s.settings.max_body_bytes))
+        service = self.s.service
+        if req.stream:
+            body, headers = await service.stream(req, key)
+            return StreamingResponse(body, media_type="text/event-stream",
+                                     headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        resp, headers = await service.complete(req, key)
+        return _json(resp, headers=headers)
+
+    @envelope_errors
+    async def models(self, request: Request) -> Response:
+        self.s.keys.authenticate(request.headers.get("authorization"))
+        now = self.s.started
+        data = [{"id": e.name, "object": "model", "created": now, "owned_by": e.provider}
+                for e in self.s.catalog.entries.values()]
+        data.append({"id": "auto", "object": "model", "created": now, "owned_by": "pareto-proxy"})
+        data += [{"id": f"auto/{p}", "object": "model", "created": now, "owned_by": "pareto-proxy"}
+                 for p in self.s.catalog.policies]
+        return _json({"object": "list", "data": data})
+
+    @envelope_errors
+    async def feedback(self, request: Request) -> Response:
+        key = self.s.keys.authenticate(request.headers.get("authorization"))
+        body = parse_json_body(await read_body(request, self.s.settings.max_body_bytes))
+        rid = body.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise InvalidRequest("Missing required parameter: 'id' (the response id to give feedback on).", param="id")
+        unknown = set(body) - {"id", "correct", "score"}
+        if unknown:
+            raise InvalidRequest(f"Unknown field {sorted(unknown)[0]!r}; send 'id' with 'correct' or 'score'.",
+                                 param=sorted(unknown)[0])
+        has_correct, has_score = "correct" in body, "score" in body
+        if has_correct == has_score:
+            raise InvalidRequest("Send exactly one of 'correct' (boolean) or 'score' (number).", param="correct")
+        if has_correct and not isinstance(body["correct"], bool):
+            raise InvalidRequest("'correct' must be a boolean.", param="correct")
+        score = body.get("score")
+        if has_score and (not isinstance(score, (int, float)) or isinstance(score, bool)):
+            raise InvalidRequest("'score' must be a number.", param="score")
+        if not await self.s.traces.exists(rid):
+            raise NotFound(f"No request with id {rid!r} is known to this proxy's traces.", param="id")
+        record = {"kind": "feedback", "id": rid, "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "key_id": key.key_id, "team": key.team}
+        record["correct" if has_correct else "score"] = body["correct"] if has_correct else float(score)
+        self.s.traces.append(record)
+        return _json({"id": rid, "object": "feedback", "recorded": True})
+
+    @envelope_errors
+    async def passthrough(self, request: Request) -> Response:
+        self.s.keys.authenticate(request.headers.get("authorization"))
+        body = parse_json_body(await read_body(request, self.s.settings.max_body_bytes))
+        model = body.get("model")
+        if not isinstance(model, str):
+            raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+        entry = self.s.catalog.resolve(model).entry
+        if not entry.upstream.supports_passthrough:
+            raise NotFound(f"{request.url.path} is not available for model {entry.name!r}: its upstream "
+                           f"({entry.provider}) is not OpenAI-compatible.")
+        status, raw = await entry.upstream.forward(request.url.path, body, timeout_s=entry.timeout_s)
+        if status >= 500:
+            raise UpstreamError(f"upstream {entry.name!r} answered {status} on {request.url.path}", kind="http_5xx")
+        return Response(raw, status_code=status, media_type=JSON)
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if not self.s.ready:
+            return _json({"status": "starting"}, status=503)
+        return _json({"status": "ready", "models": len(self.s.catalog.entries)})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.s.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def mount(self, app: "FastAPI") -> None:
+        app.add_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
+        app.add_route("/v1/models", self.models, methods=["GET"])
+        app.add_route("/v1/feedback", self.feedback, methods=["POST"])
+        for path in PASSTHROUGH_PATHS:
+            app.add_route(path, self.passthrough, methods=["POST"])
+        app.add_route("/healthz", self.healthz, methods=["GET"])
+        app.add_route("/readyz", self.readyz, methods=["GET"])
+        app.add_route("/metrics", self.metrics, methods=["GET"])

@@ -1,0 +1,164 @@
+"""The app factory: the only place that wires concrete classes together.
+
+Everything a request needs is built here once (profiles, the model catalog with one upstream
+client per model, keys, metrics, the trace writer, the service) and hung on `AppState`; the
+lifespan starts the background trace flusher and, on shutdown (after uvicorn has drained
+in-flight requests on SIGTERM), flushes traces and closes upstream connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from proxy.api.errors import EXCEPTION_HANDLERS
+from proxy.api.routes import Api
+from proxy.api.serving import ChatService
+from proxy.budget.keys import KeyStore
+from proxy.budget.pricing import ModelCapabilities, ModelPrice, lookup_capabilities, lookup_price
+from proxy.config import ModelConfig, Settings, load_settings
+from proxy.errors import ConfigError
+from proxy.routing.catalog import Catalog, ModelEntry
+from proxy.routing.estimate import CostEstimator
+from proxy.routing.profiles import Profiles
+from proxy.telemetry.logs import configure_logging
+from proxy.telemetry.metrics import Metrics
+from proxy.telemetry.traces import TraceWriter
+from proxy.upstream.base import Upstream
+from proxy.upstream.simulator import default_sim_name
+
+log = logging.getLogger("proxy.app")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    profiles: Profiles | None
+    catalog: Catalog
+    keys: KeyStore
+    metrics: Metrics
+    traces: TraceWriter
+    service: ChatService
+    dev_key: str | None
+    started: int
+    ready: bool = False
+
+
+def load_profiles(settings: Settings) -> Profiles | None:
+    """The profiles file; required in embedded mode (the simulated models imitate it)."""
+    path = settings.profiles
+    if not os.path.exists(path):
+        if settings.embedded or any(m.provider == "simulated" for m in settings.models):
+            raise ConfigError(f"profiles: file {path} does not exist (simulated models need a profile)")
+        log.warning("profiles file missing; cost prediction uses recent actuals only", extra={"path": path})
+        return None
+    return Profiles.load(path)
+
+
+def embedded_models(profiles: Profiles) -> list[ModelConfig]:
+    """One simulated model per profiled model: what `make serve` answers with, no keys needed."""
+    return [ModelConfig(name=default_sim_name(p), provider="simulated", profile=p) for p in profiles.model_names()]
+
+
+def build_upstream(cfg: ModelConfig, profiles: Profiles | None) -> Upstream:
+    if cfg.provider == "simulated":
+        from proxy.upstream.simulator.inprocess import SimulatedUpstream
+
+        assert profiles is not None and cfg.simulator is not None and cfg.profile is not None
+        if cfg.profile not in profiles.models:
+            raise ConfigError(f"models: {cfg.name!r} imitates profile {cfg.profile!r}, which is not in {profiles_path(profiles)}; "
+                              f"known: {', '.join(profiles.model_names())}")
+        return SimulatedUpstream(cfg.name, cfg.profile, profiles, cfg.simulator)
+    if cfg.provider == "openai":
+        from proxy.upstream.openai_compat import OpenAICompatUpstream
+
+        assert cfg.api_base is not None and cfg.model is not None
+        return OpenAICompatUpstream(cfg.name, cfg.model, cfg.api_base, cfg.api_key)
+    from proxy.upstream.litellm_client import LiteLLMUpstream
+
+    assert cfg.model is not None
+    return LiteLLMUpstream(cfg.name, cfg.provider, cfg.model, cfg.api_base, cfg.api_key)
+
+
+def profiles_path(profiles: Profiles) -> str:
+    return getattr(profiles, "source", "the profiles file")
+
+
+def build_entry(cfg: ModelConfig, profiles: Profiles | None) -> ModelEntry:
+    assert cfg.model is not None and cfg.profile is not None
+    info = profiles.models.get(cfg.profile) if profiles else None
+    price: ModelPrice | None = None
+    if cfg.price is not None:
+        price = ModelPrice(cfg.price.input_usd_per_mtok, cfg.price.output_usd_per_mtok, "config")
+    if price is None and cfg.provider != "simulated":
+        price = lookup_price(cfg.provider, cfg.model)
+    if price is None and info is not None:
+        price = ModelPrice(info.input_usd_per_mtok, info.output_usd_per_mtok, f"profile:{cfg.profile}")
+    if price is None:
+        log.warning("no price for model; its cost is counted as 0: set models[].price",
+                    extra={"model": cfg.name})
+    caps = lookup_capabilities(cfg.provider, cfg.model)
+    if cfg.capabilities is not None:
+        c = cfg.capabilities
+        caps = ModelCapabilities(
+            tools=c.tools if c.tools is not None else caps.tools,
+            json_mode=c.json_mode if c.json_mode is not None else caps.json_mode,
+            context_tokens=c.context_tokens or caps.context_tokens,
+        )
+    return ModelEntry(
+        name=cfg.name, provider=cfg.provider, profile=cfg.profile, upstream=build_upstream(cfg, profiles),
+        price=price, capabilities=caps, timeout_s=cfg.timeout_s,
+        reasoning=bool(info and info.reasoning), profiled=bool(profiles and profiles.rows_for(cfg.profile)),
+    )
+
+
+def build_state(settings: Settings) -> AppState:
+    profiles = load_profiles(settings)
+    if settings.embedded and not settings.models:
+        assert profiles is not None
+        settings.models = embedded_models(profiles)
+    catalog = Catalog([build_entry(m, profiles) for m in settings.models])
+    keys, dev_key = KeyStore.from_settings(settings)
+    metrics = Metrics()
+    traces = TraceWriter(settings.traces_dir)
+    service = ChatService(settings, catalog, CostEstimator(profiles), metrics, traces)
+    return AppState(settings, profiles, catalog, keys, metrics, traces, service, dev_key, int(time.time()))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Without settings, load them from `PARETO_CONFIG` (or the embedded default)."""
+    settings = settings if settings is not None else load_settings(None)
+    state = build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.traces.start()
+        state.ready = True
+        log.info("proxy ready", extra={"models": list(state.catalog.entries), "embedded": settings.embedded,
+                                        "pid": os.getpid()})
+        try:
+            yield
+        finally:
+            state.ready = False
+            await state.traces.close()
+            await state.catalog.aclose()
+            log.info("proxy stopped", extra={"pid": os.getpid()})
+
+    app = FastAPI(title="pareto-proxy", lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.pareto = state
+    Api(state).mount(app)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers (`--workers N`): each worker loads config from the environment."""
+    settings = load_settings(os.environ.get("PARETO_CONFIG") or None)
+    configure_logging(settings.log_level)
+    return create_app(settings)
