@@ -1,0 +1,157 @@
+"""Shared fixtures: real processes on free ports, and OpenAI's own schemas to validate against."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SCHEMAS = SHARED / "reference" / "openai-chat-schemas.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def openai_schemas() -> dict:
+    return json.loads(SCHEMAS.read_text())
+
+
+@pytest.fixture(scope="session")
+def validate(openai_schemas):
+    """validate(body, "CreateChatCompletionResponse") -> raises with every schema error listed."""
+    cache: dict[str, jsonschema.Draft202012Validator] = {}
+
+    def check(body: object, name: str) -> None:
+        v = cache.get(name)
+        if v is None:
+            v = cache[name] = jsonschema.Draft202012Validator(
+                {"$ref": f"#/components/schemas/{name}", "components": openai_schemas["components"]}
+            )
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(body)]
+        assert not errors, f"{name} schema violations:\n" + "\n".join(errors) + f"\nbody: {json.dumps(body)[:800]}"
+
+    return check
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before ready:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Proc:
+    """A running server process of ours."""
+
+    proc: subprocess.Popen
+    port: int
+    log: Path
+    tmp: Path
+    env: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARETO_")}
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env.update(extra or {})
+    return env
+
+
+def start_proxy(tmp: Path, config: dict | None, env: dict | None = None, args: list[str] | None = None) -> Proc:
+    port = free_port()
+    cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(port)] + (args or [])
+    if config is not None:
+        cfg = tmp / f"proxy-{port}.yaml"
+        config = {"traces_dir": str(tmp / "traces"), **config}
+        cfg.write_text(yaml.safe_dump(config))
+        cmd += ["--config", str(cfg)]
+    log = tmp / f"proxy-{port}.log"
+    env = _env(env)
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    p = Proc(proc, port, log, tmp, env)
+    try:
+        wait_http(f"{p.url}/readyz", proc, log)
+    except Exception:
+        p.stop(signal.SIGKILL)
+        raise
+    return p
+
+
+def start_sim(tmp: Path, config: dict | None = None) -> Proc:
+    port = free_port()
+    cmd = [sys.executable, "-m", "proxy", "sim", "--port", str(port)]
+    if config is not None:
+        cfg = tmp / f"sim-{port}.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        cmd += ["--config", str(cfg)]
+    log = tmp / f"sim-{port}.log"
+    proc = subprocess.Popen(cmd, cwd=tmp, env=_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    p = Proc(proc, port, log, tmp)
+    try:
+        wait_http(f"{p.url}/v1/models", proc, log)
+    except Exception:
+        p.stop(signal.SIGKILL)
+        raise
+    return p
+
+
+def read_traces(directory: Path) -> list[dict]:
+    out = []
+    for f in sorted(directory.glob("traces-*.jsonl")):
+        out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+def wait_traces(directory: Path, count: int, timeout: float = 10.0) -> list[dict]:
+    """Traces are flushed in the background; wait until `count` request records are on disk."""
+    deadline = time.monotonic() + timeout
+    recs: list[dict] = []
+    while time.monotonic() < deadline:
+        recs = [r for r in read_traces(directory) if r.get("kind") is None] if directory.exists() else []
+        if len(recs) >= count:
+            return recs
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} trace records in {directory}, found {len(recs)}")
