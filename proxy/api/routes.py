@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -45,6 +46,22 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that always closes its body iterator.
+
+    Starlette cancels the sending task when the client disconnects, leaving the generator
+    suspended at a `yield` until garbage collection; closing it here runs its `finally` at once,
+    which cancels the upstream call and bills what was received, before the server can shut down.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
 def _json(obj: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type=JSON, headers=headers)
 
@@ -62,7 +79,7 @@ class Api:
         service = self.s.service
         if req.stream:
             body, headers = await service.stream(req, key)
-            return StreamingResponse(body, media_type="text/event-stream",
+            return ClosingStreamingResponse(body, media_type="text/event-stream",
                                      headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         resp, headers = await service.complete(req, key)
         return _json(resp, headers=headers)

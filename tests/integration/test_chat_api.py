@@ -387,3 +387,37 @@ def test_traces_match_responses_and_hold_no_secrets(proxy, client):
     for line in proxy.log.read_text().splitlines():
         if line.startswith("{"):
             json.loads(line)  # structured logs: every log line is JSON
+
+
+def test_client_disconnect_cancels_upstream_and_bills_what_was_received(proxy, sim):
+    """The client reads a few chunks and hangs up: the upstream connection is closed at once and
+    the tokens received so far are billed (counted by the proxy, since no usage arrived)."""
+    import time
+
+    before = httpx.get(f"{sim.url}/sim/stats").json()
+    with httpx.stream("POST", f"{proxy.base_url}/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {KEY}"},
+                      json={"model": "via-sim", "messages": MSG, "stream": True, "max_tokens": 20000,
+                            "seed": 11}) as r:
+        rid = r.headers["x-pareto-request-id"]
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(6)]
+    assert any(x.startswith("data:") for x in got)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = httpx.get(f"{sim.url}/sim/stats").json()
+        if after["connections_closed_early"] > before["connections_closed_early"]:
+            break
+        time.sleep(0.05)
+    assert after["connections_closed_early"] == before["connections_closed_early"] + 1
+    rec = {t["id"]: t for t in wait_traces(proxy.tmp / "traces", 1)}
+    deadline = time.monotonic() + 10
+    while rid not in rec and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rec = {t["id"]: t for t in wait_traces(proxy.tmp / "traces", 1)}
+    t = rec[rid]
+    assert t["status"] == 499 and t["samples"][0]["cancelled"] is True
+    sent = after["tokens_sent"] - before["tokens_sent"]
+    billed = t["samples"][0]["completion_tokens"]
+    assert 0 < billed <= sent + 64, (billed, sent)
+    assert t["cost_usd"] > 0
