@@ -73,7 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.log_level)
     common = dict(host=args.host, port=args.port, log_config=log_config(settings.log_level), access_log=False,
-                  timeout_graceful_shutdown=settings.drain_timeout_s, loop="uvloop", http="httptools")
+                  timeout_graceful_shutdown=settings.drain_timeout_s, loop="uvloop", http="httptools",
+                  proxy_headers=False, server_header=False)
     if args.workers == 1:
         app = create_app(settings)  # built here so config errors surface before binding
         _banner(app.state.pareto, args.host, args.port)

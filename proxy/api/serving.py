@@ -136,19 +136,19 @@ class ChatService:
         total = time.perf_counter() - c.t0
         m, model, team = self.metrics, c.entry.name, c.key.team
         m.inflight.dec()
-        m.requests.labels(c.policy, model, "single", str(c.status)).inc()
+        m.child(m.requests, c.policy, model, "single", str(c.status)).inc()
         if c.prompt_tokens:
-            m.tokens.labels(model, "prompt").inc(c.prompt_tokens)
+            m.child(m.tokens, model, "prompt").inc(c.prompt_tokens)
         if c.completion_tokens:
-            m.tokens.labels(model, "completion").inc(c.completion_tokens)
+            m.child(m.tokens, model, "completion").inc(c.completion_tokens)
             if c.cancelled:
-                m.tokens.labels(model, "wasted").inc(c.completion_tokens)
+                m.child(m.tokens, model, "wasted").inc(c.completion_tokens)
         if c.cost:
-            m.cost.labels(team, model).inc(c.cost)
+            m.child(m.cost, team, model).inc(c.cost)
         m.request_cost.observe(c.cost)
         if c.predicted_p50 > 0 and c.status == 200:
             m.prediction_ratio.observe(c.cost / c.predicted_p50)
-        m.upstream_seconds.labels(model).observe(c.upstream_s)
+        m.child(m.upstream_seconds, model).observe(c.upstream_s)
         m.overhead.observe(max(0.0, total - c.upstream_s))
         if c.status == 200 and not c.entry.profiled:
             self.estimator.observe(model, c.completion_tokens)
@@ -170,7 +170,7 @@ class ChatService:
         c.status, c.error = e.status, e.message
         kind = getattr(e, "kind", None)
         if kind:
-            self.metrics.upstream_errors.labels(c.entry.name, kind).inc()
+            self.metrics.child(self.metrics.upstream_errors, c.entry.name, kind).inc()
         log.warning("upstream failed", extra={"request_id": c.req.id, "model": c.entry.name, "kind": kind,
                                                "status": e.status, "error": e.message})
 

@@ -24,6 +24,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self._children: dict[tuple, object] = {}
         r = self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.requests = Counter("pareto_requests", "Requests by outcome", ["policy", "model", "strategy", "status"], registry=r)
         self.tokens = Counter("pareto_tokens", "Tokens billed (type: prompt, completion, wasted)", ["model", "type"], registry=r)
@@ -50,6 +51,14 @@ class Metrics:
             "pareto_inflight_requests", "Requests in flight", registry=r,
             **({"multiprocess_mode": "livesum"} if self.multiprocess else {}),
         )
+
+    def child(self, metric: Counter | Gauge | Histogram, *values: str):
+        """`metric.labels(*values)`, memoised: labels are low-cardinality and this runs per request."""
+        key = (metric._name, values)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*values)
+        return c
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every worker's metrics."""

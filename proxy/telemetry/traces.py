@@ -33,7 +33,7 @@ class TraceWriter:
         self._buf: list[dict] = []
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent: OrderedDict[str, str | None] = OrderedDict()  # request id -> team
         self._recent_max = recent_ids
         self._tag = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -49,7 +49,7 @@ class TraceWriter:
         self._buf.append(record)
         rid = record.get("id")
         if rid and record.get("kind") is None:
-            self._recent[rid] = None
+            self._recent[rid] = record.get("team")
             if len(self._recent) > self._recent_max:
                 self._recent.popitem(last=False)
 
@@ -87,18 +87,20 @@ class TraceWriter:
                 pass
         await self.flush()
 
-    async def exists(self, request_id: str) -> bool:
-        """Whether a request with this id was traced, by this process or any other writing here."""
-        if request_id in self._recent or any(r.get("id") == request_id for r in self._buf):
-            return True
+    async def team_of(self, request_id: str) -> str | None:
+        """The team of a traced request (by this process or any other writing here), else None."""
+        if request_id in self._recent:
+            return self._recent[request_id]
         needle = orjson.dumps(request_id)
 
-        def scan() -> bool:
+        def scan() -> str | None:
             for p in sorted(self.dir.glob("traces-*.jsonl"), reverse=True):
                 with open(p, "rb") as f:
                     for line in f:
-                        if needle in line and orjson.loads(line).get("id") == request_id:
-                            return True
-            return False
+                        if needle in line:
+                            rec = orjson.loads(line)
+                            if rec.get("id") == request_id and rec.get("kind") is None:
+                                return rec.get("team")
+            return None
 
         return await asyncio.to_thread(scan)

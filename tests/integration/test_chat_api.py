@@ -19,6 +19,7 @@ from tests.conftest import free_port, start_proxy, start_sim, wait_traces
 from tests.integration.recorder import Recorder
 
 KEY = "sk-test-team-a-0123456789"
+KEY_B = "sk-test-team-b-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-987"
 FAST = {"tokens_per_second": 1_000_000, "tokens_per_chunk": 64}
 R1_PRICE = (0.28, 0.42)  # the profile's price for R1 (trace_model_prices.csv)
@@ -57,10 +58,11 @@ def proxy(tmp_path_factory, recorder, sim):
             {"name": "flaky", "provider": "simulated", "profile": "R1",
              "simulator": {"tokens_per_second": 200_000, "tokens_per_chunk": 16, "faults": {"disconnect_rate": 1.0}}},
         ],
-        "keys": [{"key_env": "TEAM_A_KEY", "team": "team-a", "default_task": "math"}],
+        "keys": [{"key_env": "TEAM_A_KEY", "team": "team-a", "default_task": "math"},
+                 {"key_env": "TEAM_B_KEY", "team": "team-b"}],
         "max_body_bytes": 65536,
     }
-    p = start_proxy(tmp, config, env={"TEAM_A_KEY": KEY, "TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+    p = start_proxy(tmp, config, env={"TEAM_A_KEY": KEY, "TEAM_B_KEY": KEY_B, "TEST_UPSTREAM_KEY": UPSTREAM_KEY})
     yield p
     p.stop()
 
@@ -358,6 +360,9 @@ def test_feedback(client, proxy, validate):
     _assert_error(httpx.post(f"{proxy.base_url}/feedback", json={"id": r.id, "correct": "yes"}, headers=h), 400,
                   validate, param="correct")
     _assert_error(httpx.post(f"{proxy.base_url}/feedback", json={"id": r.id}, headers=h), 400, validate)
+    other_team = {"Authorization": f"Bearer {KEY_B}"}
+    _assert_error(httpx.post(f"{proxy.base_url}/feedback", json={"id": r.id, "correct": False}, headers=other_team),
+                  404, validate)
 
 
 def test_traces_match_responses_and_hold_no_secrets(proxy, client):

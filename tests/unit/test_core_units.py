@@ -112,11 +112,11 @@ def test_estimator_learns_unprofiled_models():
 async def test_trace_writer_flushes_and_finds_ids(tmp_path):
     w = TraceWriter(str(tmp_path), flush_interval_s=0.01)
     w.start()
-    w.append({"id": "chatcmpl-a", "status": 200})
+    w.append({"id": "chatcmpl-a", "status": 200, "team": "t1"})
     w.append({"kind": "feedback", "id": "chatcmpl-a", "correct": True})
     await w.close()
     lines = [json.loads(x) for f in tmp_path.glob("*.jsonl") for x in f.read_text().splitlines()]
     assert [x["id"] for x in lines] == ["chatcmpl-a", "chatcmpl-a"]
     fresh = TraceWriter(str(tmp_path))  # another process: finds it on disk
-    assert await fresh.exists("chatcmpl-a")
-    assert not await fresh.exists("chatcmpl-b")
+    assert await fresh.team_of("chatcmpl-a") == "t1"
+    assert await fresh.team_of("chatcmpl-b") is None
