@@ -94,6 +94,15 @@ class ProfileRow:
     strategy: str | None = None
     k: int | None = None
     sources: tuple[str, ...] = ()
+    #: strategy rows only (an extension): the rest of the measured configuration, e.g.
+    #: {"aggregator": "consensus", "k_max": 8, "margin": 2, "cutoff_tokens": 15000, "restart": "same",
+    #:  "max_restarts": 1}; `tokens` of a strategy row are the billed tokens per request
+    plan: dict[str, Any] | None = None
+
+    def config_key(self) -> tuple:
+        """What makes a row unique: the cell and, for strategy rows, the whole configuration."""
+        return (self.model, self.task, self.difficulty, self.strategy, self.k,
+                tuple(sorted((self.plan or {}).items())))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of this row; absent statistics stay absent."""
@@ -114,6 +123,7 @@ class ProfileRow:
             "threshold_ci": list(self.threshold_ci) if self.threshold_ci else None,
             "strategy": self.strategy,
             "k": self.k,
+            "plan": self.plan,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         out["failure_curve"] = [[L, p] for L, p in self.failure_curve]
@@ -153,19 +163,23 @@ class Profiles:
     rows: list[ProfileRow]
     _by_key: dict[_Key, ProfileRow] = field(init=False, repr=False)
     _by_model: dict[str, list[ProfileRow]] = field(init=False, repr=False)
+    _strategies: dict[tuple[str, str, str | None], list[ProfileRow]] = field(init=False, repr=False)
     _model_names: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         by_key: dict[_Key, ProfileRow] = {}
         by_model: dict[str, list[ProfileRow]] = {}
+        strategies: dict[tuple[str, str, str | None], list[ProfileRow]] = {}
         for row in self.rows:
             if row.strategy is not None:
+                strategies.setdefault((row.model, row.task, row.difficulty), []).append(row)
                 continue
             by_key[(row.model, row.task, row.difficulty)] = row
             by_model.setdefault(row.model, []).append(row)
         # frozen: indexes are set once here and never change afterwards
         object.__setattr__(self, "_by_key", by_key)
         object.__setattr__(self, "_by_model", by_model)
+        object.__setattr__(self, "_strategies", strategies)
         object.__setattr__(self, "_model_names", sorted({r.model for r in self.rows}))
 
     # -- loading -------------------------------------------------------------------------
@@ -204,6 +218,14 @@ class Profiles:
             if hit is not None:
                 return hit
         return self._by_key.get((model, task, None))
+
+    def strategy_rows(self, model: str, task: str, difficulty: str | None = None) -> list[ProfileRow]:
+        """Strategy rows (measured by replaying recorded samples) of (model, task, difficulty),
+        falling back to the task-level ones when that difficulty has none."""
+        rows = self._strategies.get((model, task, difficulty))
+        if rows is None and difficulty is not None:
+            rows = self._strategies.get((model, task, None))
+        return rows or []
 
     def rows_for(self, model: str) -> list[ProfileRow]:
         """Strategy-less rows of `model`, in file order (a copy: callers may not mutate ours)."""
@@ -264,11 +286,11 @@ class _Parser:
         rows = [self.row(f"rows[{i}]", raw) for i, raw in enumerate(rows_raw)]
         seen: dict[tuple, int] = {}
         for i, r in enumerate(rows):
-            key = (r.model, r.task, r.difficulty, r.strategy, r.k)
+            key = r.config_key()
             if key in seen:
                 raise self.fail(
                     f"rows[{i}]",
-                    f"duplicate of rows[{seen[key]}] (same model, task, difficulty, strategy and k)",
+                    f"duplicate of rows[{seen[key]}] (same model, task, difficulty and strategy configuration)",
                 )
             seen[key] = i
         return Profiles(version=version, provenance=list(provenance), models=models, rows=rows)
@@ -305,6 +327,9 @@ class _Parser:
         if strategy is not None and (not isinstance(strategy, str) or not strategy):
             raise self.fail(f"{where}.strategy", f"must be a non-empty string, got {strategy!r}")
         k = self.integer(where, raw, "k", lo=1, required=False)
+        plan = raw.get("plan")
+        if plan is not None and (not isinstance(plan, dict) or strategy is None):
+            raise self.fail(f"{where}.plan", "must be an object, and only on a strategy row")
         tokens_raw = raw.get("tokens")
         if tokens_raw is None:
             raise self.fail(f"{where}.tokens", "missing (required)")
@@ -329,6 +354,7 @@ class _Parser:
             strategy=strategy,
             k=k,
             sources=tuple(sources),
+            plan=plan,
         )
 
     def token_stats(self, where: str, raw: Any, required: bool = True) -> TokenStats | None:
