@@ -26,7 +26,9 @@ from proxy.config import ModelConfig, Settings, load_settings
 from proxy.errors import ConfigError
 from proxy.routing.catalog import Catalog, ModelEntry
 from proxy.routing.estimate import CostEstimator
+from proxy.routing.policies import PolicySet
 from proxy.routing.profiles import Profiles
+from proxy.routing.router import KeyDefaultLabeller, Labeller, Router, RoutingTables, build_tables
 from proxy.telemetry.logs import configure_logging
 from proxy.telemetry.metrics import Metrics
 from proxy.telemetry.traces import TraceWriter
@@ -39,8 +41,8 @@ log = logging.getLogger("proxy.app")
 @dataclass
 class AppState:
     settings: Settings
-    profiles: Profiles | None
     catalog: Catalog
+    router: Router
     keys: KeyStore
     metrics: Metrics
     traces: TraceWriter
@@ -48,6 +50,14 @@ class AppState:
     dev_key: str | None
     started: int
     ready: bool = False
+
+    def reload(self) -> dict:
+        """Re-read profiles and policies and swap them in; raises ConfigError (the old ones keep
+        serving) if either is bad."""
+        tables = load_tables(self.settings, self.catalog)
+        self.router.reload(tables)
+        return {"policies": tables.policies.names(),
+                "profile_rows": len(tables.profiles.rows) if tables.profiles else 0}
 
 
 def load_profiles(settings: Settings) -> Profiles | None:
@@ -118,17 +128,40 @@ def build_entry(cfg: ModelConfig, profiles: Profiles | None) -> ModelEntry:
     )
 
 
+def load_tables(settings: Settings, catalog: Catalog, profiles: Profiles | None = None) -> RoutingTables:
+    """Profiles, policies and the planner built from them: the reloadable part of routing."""
+    profiles = profiles if profiles is not None else load_profiles(settings)
+    policies = PolicySet.load(settings.policies_dir)
+    if settings.default_policy not in policies:
+        raise ConfigError(f"default_policy: {settings.default_policy!r} is not a policy in {settings.policies_dir} "
+                          f"(known: {', '.join(policies.names())})")
+    for name in policies.names():
+        p = policies.get(name)
+        assert p is not None
+        for field_name, model in (("fallback_model", p.fallback_model), ("default_model", p.default_model)):
+            if model and catalog.get(model) is None:
+                raise ConfigError(f"policy {name}: {field_name} {model!r} is not a configured model")
+    return build_tables(catalog, profiles, policies)
+
+
 def build_state(settings: Settings) -> AppState:
     profiles = load_profiles(settings)
     if settings.embedded and not settings.models:
         assert profiles is not None
         settings.models = embedded_models(profiles)
     catalog = Catalog([build_entry(m, profiles) for m in settings.models])
+    router = Router(catalog, load_tables(settings, catalog, profiles), CostEstimator(profiles), make_labeller(),
+                    settings.default_policy)
     keys, dev_key = KeyStore.from_settings(settings)
     metrics = Metrics()
     traces = TraceWriter(settings.traces_dir)
-    service = ChatService(settings, catalog, CostEstimator(profiles), metrics, traces)
-    return AppState(settings, profiles, catalog, keys, metrics, traces, service, dev_key, int(time.time()))
+    service = ChatService(settings, router, metrics, traces)
+    return AppState(settings, catalog, router, keys, metrics, traces, service, dev_key, int(time.time()))
+
+
+def make_labeller() -> Labeller:
+    """The task classifier when its weights ship, else explicit task > the key's default."""
+    return KeyDefaultLabeller()
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -8,6 +8,7 @@ resolution and middleware cost tens of microseconds per request for nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -18,7 +19,7 @@ from starlette.routing import Route
 
 from proxy.api.errors import envelope_errors
 from proxy.api.protocol import parse_chat_request, parse_json_body
-from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
+from proxy.errors import ConfigError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.app import AppState
@@ -80,6 +81,21 @@ class ClosingStreamingResponse(StreamingResponse):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
+class FinishingResponse(Response):
+    """A response that runs `after()` once it has been sent, or failed to be: bookkeeping that
+    the client need not wait for, which still runs if the send is cancelled."""
+
+    def __init__(self, content: bytes, headers: dict[str, str], after: Callable[[], None]) -> None:
+        super().__init__(content, media_type=JSON, headers=headers)
+        self.after = after
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.after()
+
+
 def _json(obj: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type=JSON, headers=headers)
 
@@ -99,8 +115,8 @@ class Api:
             body, headers = await service.stream(req, key)
             return ClosingStreamingResponse(body, media_type="text/event-stream",
                                      headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        resp, headers = await service.complete(req, key)
-        return _json(resp, headers=headers)
+        resp, headers, call = await service.complete(req, key)
+        return FinishingResponse(orjson.dumps(resp), headers, lambda: service.finish(call))
 
     @envelope_errors
     async def models(self, request: Request) -> Response:
@@ -110,7 +126,7 @@ class Api:
                 for e in self.s.catalog.entries.values()]
         data.append({"id": "auto", "object": "model", "created": now, "owned_by": "pareto-proxy"})
         data += [{"id": f"auto/{p}", "object": "model", "created": now, "owned_by": "pareto-proxy"}
-                 for p in self.s.catalog.policies]
+                 for p in self.s.router.policy_names()]
         return _json({"object": "list", "data": data})
 
     @envelope_errors
@@ -147,7 +163,7 @@ class Api:
         model = body.get("model")
         if not isinstance(model, str):
             raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-        entry = self.s.catalog.resolve(model).entry
+        entry = self.s.catalog.resolve(model)
         if not entry.upstream.supports_passthrough:
             raise NotFound(f"{request.url.path} is not available for model {entry.name!r}: its upstream "
                            f"({entry.provider}) is not OpenAI-compatible.")
@@ -155,6 +171,17 @@ class Api:
         if status >= 500:
             raise UpstreamError(f"upstream {entry.name!r} answered {status} on {request.url.path}", kind="http_5xx")
         return Response(raw, status_code=status, media_type=JSON)
+
+    @envelope_errors
+    async def reload(self, request: Request) -> Response:
+        """Reload profiles and policies without a restart; a bad file leaves the old ones serving."""
+        self.s.keys.authenticate_admin(header(request, b"authorization"))
+        try:
+            summary = self.s.reload()
+        except ConfigError as e:
+            raise InvalidRequest(f"Reload refused, the previous profiles and policies keep serving: {e}",
+                                 code="invalid_config") from None
+        return _json({"reloaded": True, **summary})
 
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -173,6 +200,7 @@ class Api:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/feedback", self.feedback, methods=["POST"]),
             *(Route(path, self.passthrough, methods=["POST"]) for path in PASSTHROUGH_PATHS),
+            Route("/admin/reload", self.reload, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),

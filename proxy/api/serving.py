@@ -3,8 +3,8 @@
 This is the logic behind the route (vLLM's `serving.py` split): it returns dicts, headers and
 byte iterators and never touches the ASGI layer, so it reads as the request's story.
 
-Until the planner and strategies land, every request is one upstream call (a "single" plan):
-`n` is passed to the upstream, which returns n choices from one call.
+Until the strategies land, every request is one upstream call (a "single" plan, possibly capped
+at a cutoff): `n` is passed to the upstream, which returns n choices from one call.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from proxy.api.protocol import ChatRequest, prompt_chars
 from proxy.budget.keys import KeyInfo
 from proxy.budget.tokens import count_tokens
 from proxy.config import Settings
-from proxy.errors import ProxyError, UpstreamError
-from proxy.routing.catalog import Catalog, ModelEntry, Resolution
-from proxy.routing.estimate import CostEstimator
+from proxy.errors import InvalidRequest, ProxyError
+from proxy.routing.catalog import ModelEntry
+from proxy.routing.plan import Plan
+from proxy.routing.router import Decision, Router
 from proxy.telemetry.metrics import Metrics
 from proxy.telemetry.traces import TraceWriter
 
@@ -43,10 +44,8 @@ class Call:
 
     req: ChatRequest
     key: KeyInfo
-    res: Resolution
-    policy: str
-    task: str | None
-    task_source: str | None
+    decision: Decision
+    plan: Plan
     predicted_p50: float
     predicted_p95: float
     t0: float
@@ -63,15 +62,13 @@ class Call:
 
     @property
     def entry(self) -> ModelEntry:
-        return self.res.entry
+        return self.decision.entry
 
 
 class ChatService:
-    def __init__(self, settings: Settings, catalog: Catalog, estimator: CostEstimator, metrics: Metrics,
-                 traces: TraceWriter) -> None:
+    def __init__(self, settings: Settings, router: Router, metrics: Metrics, traces: TraceWriter) -> None:
         self.settings = settings
-        self.catalog = catalog
-        self.estimator = estimator
+        self.router = router
         self.metrics = metrics
         self.traces = traces
 
@@ -79,35 +76,38 @@ class ChatService:
 
     def _start(self, req: ChatRequest, key: KeyInfo) -> Call:
         t0 = time.perf_counter()
-        res = self.catalog.resolve(req.model)
-        policy = req.routing.get("policy") or res.policy or key.default_policy or self.settings.default_policy
-        task, source = req.routing.get("task"), "explicit"
-        if task is None:
-            task, source = key.default_task, ("key" if key.default_task else None)
-        prompt_est = prompt_chars(req.body["messages"]) // 4 + 4 * len(req.body["messages"])
-        p50, p95 = self.estimator.predict(
-            res.entry, prompt_est, req.cap_tokens(), req.body.get("n") or 1, task, req.routing.get("difficulty")
-        )
+        messages = req.body["messages"]
+        prompt_est = prompt_chars(messages) // 4 + 4 * len(messages)
+        d = self.router.decide(req.model, req.routing, req.body, key.default_policy, key.default_task, prompt_est)
+        plan = d.plan
+        if plan.strategy != "single":
+            raise InvalidRequest(
+                f"Strategy {plan.label()!r} cannot be executed by this version of the proxy yet: only single-sample "
+                "plans run (the planner is limited to them for 'auto').", param="routing.strategy",
+                code="unsupported_strategy")
+        if plan.cutoff_tokens is not None:  # the native cap: the upstream stops at the cutoff itself
+            name = "max_completion_tokens" if "max_completion_tokens" in req.body else "max_tokens"
+            cap = req.cap_tokens()
+            req.body[name] = min(cap, plan.cutoff_tokens) if cap else plan.cutoff_tokens
+        n = req.body.get("n") or 1
         self.metrics.inflight.inc()
-        return Call(req, key, res, policy, task, source, p50, p95, t0)
+        return Call(req, key, d, plan, (plan.predicted_cost_p50 or 0.0) * n, (plan.predicted_cost_p95 or 0.0) * n, t0)
 
     def _plan(self, c: Call) -> dict:
-        return {"model": c.entry.name, "strategy": "single", "k": 1, "cutoff_tokens": None,
-                "predicted_cost_p50": c.predicted_p50, "predicted_cost_p95": c.predicted_p95}
-
-    def _reason(self, c: Call) -> str:
-        if c.res.routed:
-            return (f"'{c.req.model}' routes to the default model {c.entry.name!r}: the planner is not built yet, "
-                    "so aliases map to the first configured model")
-        return f"concrete model {c.entry.name!r} requested; single sample"
+        return c.plan.to_dict()
 
     def _sample(self, c: Call) -> dict:
         return {"model": c.entry.name, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                "reasoning_tokens": c.reasoning_tokens, "finish_reason": c.finish_reason, "cut": False,
+                "reasoning_tokens": c.reasoning_tokens, "finish_reason": c.finish_reason,
+                "cut": c.plan.cutoff_tokens is not None and c.finish_reason == "length",
                 "cancelled": c.cancelled, "answer": None, "verdict": None, "selected": c.status == 200}
 
     def _routing(self, c: Call) -> dict:
-        return {"plan": self._plan(c), "reason": self._reason(c), "samples": [self._sample(c)]}
+        out = {"plan": self._plan(c), "reason": c.plan.reason, "policy": c.decision.policy,
+               "task": c.decision.label.task, "task_source": c.decision.label.source, "samples": [self._sample(c)]}
+        if c.decision.shadow is not None:
+            out["shadow_plan"] = c.decision.shadow.to_dict()
+        return out
 
     def _take_usage(self, c: Call, usage: dict | None) -> None:
         if usage:
@@ -123,7 +123,7 @@ class ChatService:
         c.cost = price.cost(c.prompt_tokens, c.completion_tokens) if price else 0.0
 
     def headers(self, c: Call, final: bool = True) -> dict[str, str]:
-        h = {"x-pareto-request-id": c.req.id, "x-pareto-model": c.entry.name, "x-pareto-strategy": "single"}
+        h = {"x-pareto-request-id": c.req.id, "x-pareto-model": c.entry.name, "x-pareto-strategy": c.plan.label()}
         if final:
             h["x-pareto-cost-usd"] = f"{c.cost:.10f}"
             h["x-pareto-predicted-cost-usd"] = f"{c.predicted_p50:.10f}"
@@ -136,13 +136,15 @@ class ChatService:
         total = time.perf_counter() - c.t0
         m, model, team = self.metrics, c.entry.name, c.key.team
         m.inflight.dec()
-        m.child(m.requests, c.policy, model, "single", str(c.status)).inc()
+        m.child(m.requests, c.decision.policy, model, c.plan.label(), str(c.status)).inc()
         if c.prompt_tokens:
             m.child(m.tokens, model, "prompt").inc(c.prompt_tokens)
         if c.completion_tokens:
             m.child(m.tokens, model, "completion").inc(c.completion_tokens)
             if c.cancelled:
                 m.child(m.tokens, model, "wasted").inc(c.completion_tokens)
+        if c.plan.cutoff_tokens is not None and c.finish_reason == "length":
+            m.child(m.cutoffs, model, c.decision.label.task or "chat").inc()
         if c.cost:
             m.child(m.cost, team, model).inc(c.cost)
         m.request_cost.observe(c.cost)
@@ -151,14 +153,17 @@ class ChatService:
         m.child(m.upstream_seconds, model).observe(c.upstream_s)
         m.overhead.observe(max(0.0, total - c.upstream_s))
         if c.status == 200 and not c.entry.profiled:
-            self.estimator.observe(model, c.completion_tokens)
+            self.router.estimator.observe(model, c.completion_tokens)
+        label = c.decision.label
         record = {
             "id": c.req.id, "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "team": team,
-            "key_id": c.key.key_id, "policy": c.policy, "task": c.task, "difficulty": c.req.routing.get("difficulty"),
-            "task_source": c.task_source, "plan": self._plan(c), "samples": [self._sample(c)],
+            "key_id": c.key.key_id, "policy": c.decision.policy, "task": label.task, "difficulty": label.difficulty,
+            "task_source": label.source, "plan": self._plan(c), "samples": [self._sample(c)],
             "cost_usd": c.cost, "predicted_cost_usd": c.predicted_p50, "latency_ms": round(total * 1000, 3),
             "status": c.status, "feedback": None,
         }
+        if c.decision.shadow is not None:
+            record["shadow_plan"] = c.decision.shadow.to_dict()
         if c.error:
             record["error"] = c.error
         if self.settings.store_text:
@@ -176,7 +181,10 @@ class ChatService:
 
     # ---- non-streaming ------------------------------------------------------------------
 
-    async def complete(self, req: ChatRequest, key: KeyInfo) -> tuple[dict, dict[str, str]]:
+    async def complete(self, req: ChatRequest, key: KeyInfo) -> tuple[dict, dict[str, str], Call]:
+        """Answer a non-streaming request. On success the caller passes the returned `Call` to
+        `finish()` once the response is sent, so metrics and the trace cost the client no latency;
+        on failure the call is finished here."""
         c = self._start(req, key)
         try:
             t = time.perf_counter()
@@ -201,15 +209,19 @@ class ChatService:
                              "total_tokens": c.prompt_tokens + c.completion_tokens, "cost_usd": c.cost}
             if req.explain:
                 resp["routing"] = self._routing(c)
-            return resp, self.headers(c)
+            return resp, self.headers(c), c
         except ProxyError as e:
             self._fail(c, e)
+            self._finish(c)
             raise
         except BaseException:
             c.status, c.cancelled = CLIENT_CLOSED, True
-            raise
-        finally:
             self._finish(c)
+            raise
+
+    def finish(self, c: Call) -> None:
+        """Measure and trace a call whose response has been sent (or could not be)."""
+        self._finish(c)
 
     # ---- streaming ----------------------------------------------------------------------
 
@@ -270,7 +282,7 @@ class ChatService:
                     chunk = None
             c.upstream_s = time.perf_counter() - t_up
             self._take_usage(c, usage)
-            extra = {"pareto": {"request_id": req.id, "model": name, "strategy": "single", "cost_usd": c.cost,
+            extra = {"pareto": {"request_id": req.id, "model": name, "strategy": c.plan.label(), "cost_usd": c.cost,
                                 "predicted_cost_usd": c.predicted_p50, "restarts": 0}}
             if req.explain:
                 extra["routing"] = self._routing(c)
@@ -291,7 +303,7 @@ class ChatService:
         except ProxyError as e:
             c.upstream_s = time.perf_counter() - t_up
             self._fail(c, e)
-            self._take_usage(c, None if not usage else usage)
+            self._take_usage(c, usage)
             yield sse(e.envelope())
         finally:
             if not completed and c.status == 200:  # the client went away (or we were cancelled)

@@ -32,6 +32,19 @@ class KeyStore:
 
     def __init__(self) -> None:
         self._by_hash: dict[str, KeyInfo] = {}
+        self._admin_hashes: set[str] = set()
+
+    def add_admin(self, key: str) -> None:
+        self._admin_hashes.add(hash_key(key))
+
+    def authenticate_admin(self, authorization: str | None) -> None:
+        """The admin API needs the admin key (`admin_key_env`); in embedded mode the dev key too."""
+        if not self._admin_hashes:
+            raise AuthenticationFailed("The admin API is disabled: set the admin key's environment variable "
+                                       "(admin_key_env, default PARETO_ADMIN_KEY) and restart.")
+        _, _, key = (authorization or "").partition(" ")
+        if hash_key(key.strip()) not in self._admin_hashes:
+            raise AuthenticationFailed("This endpoint needs the admin key: 'Authorization: Bearer <admin key>'.")
 
     def add(self, key: str, team: str, default_policy: str | None = None, default_task: str | None = None) -> KeyInfo:
         h = hash_key(key)
@@ -64,8 +77,12 @@ class KeyStore:
             if not value:
                 raise ConfigError(f"keys.{i}.key_env: environment variable {k.key_env} is not set (it must hold the key)")
             store.add(value, k.team, k.default_policy, k.default_task)
+        admin = os.environ.get(settings.admin_key_env)
+        if admin:
+            store.add_admin(admin)
         dev_key = None
         if settings.embedded:
             dev_key = os.environ.get("PARETO_DEV_KEY") or f"sk-pareto-dev-{secrets.token_urlsafe(18)}"
             store.add(dev_key, "dev")
+            store.add_admin(dev_key)
         return store, dev_key

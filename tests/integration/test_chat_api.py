@@ -208,12 +208,14 @@ def test_litellm_adapter(client):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
-def test_auto_alias_routes_to_default_model(client):
+def test_auto_alias_is_planned(client):
     r = client.chat.completions.create(model="auto", messages=MSG, extra_body={"routing": {"explain": True}})
-    assert r.model == "sim-r1"
-    assert "planner" in r.model_extra["routing"]["reason"]
-    r = client.chat.completions.create(model="auto/cheap", messages=MSG)
-    assert r.model == "sim-r1"
+    routing = r.model_extra["routing"]
+    assert routing["reason"].startswith("balanced (balanced)") and routing["policy"] == "balanced"
+    assert routing["plan"]["model"] == r.model and routing["plan"]["predicted_accuracy"] > 0
+    assert routing["task"] == "math" and routing["task_source"] == "key"
+    r = client.chat.completions.create(model="auto/cheap", messages=MSG, extra_body={"routing": {"explain": True}})
+    assert r.model_extra["routing"]["reason"].startswith("cheap (cheap)")
 
 
 def test_models_list(client, proxy, validate):

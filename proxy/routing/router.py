@@ -1,0 +1,157 @@
+"""Routing one request: which policy, which task, which plan, on which configured model.
+
+The router holds the reloadable parts (profiles, policies, the planner) behind one reference:
+`reload()` builds a complete new `RoutingTables` and swaps it in a single assignment, so a
+request in flight keeps the tables it started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.errors import InvalidRequest, ModelNotFound
+from proxy.routing.catalog import Catalog, ModelEntry
+from proxy.routing.estimate import CostEstimator
+from proxy.routing.plan import Plan
+from proxy.routing.planner import Candidate, Planner, PlanRequest
+from proxy.routing.policies import Policy, PolicySet
+from proxy.routing.profiles import Profiles
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLabel:
+    task: str | None
+    difficulty: str | None
+    source: str | None  # "explicit" | "key" | "classifier" | None
+
+
+class Labeller(Protocol):
+    def label(self, messages: list[dict], explicit: str | None, key_default: str | None) -> TaskLabel: ...
+
+
+class KeyDefaultLabeller:
+    """Explicit task, else the key's default: what labelling does without a classifier."""
+
+    def label(self, messages: list[dict], explicit: str | None, key_default: str | None) -> TaskLabel:
+        if explicit:
+            return TaskLabel(explicit, None, "explicit")
+        return TaskLabel(key_default, None, "key" if key_default else None)
+
+
+def executable_now(plan: Plan) -> bool:
+    """What the serving side can execute today: one sample, optionally capped at a cutoff with
+    no restart (the cap is sent as the upstream's native `max_tokens`)."""
+    return plan.strategy == "single" and (plan.cutoff_tokens is None or plan.restart == "stop")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTables:
+    profiles: Profiles | None
+    policies: PolicySet
+    planner: Planner | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    entry: ModelEntry
+    plan: Plan
+    policy: str
+    label: TaskLabel
+    routed: bool
+    #: shadow mode: what the planner would have done (recorded, not served)
+    shadow: Plan | None = None
+
+
+def candidates(catalog: Catalog) -> list[Candidate]:
+    return [Candidate(e.name, e.profile, e.price, e.capabilities.tools, e.capabilities.json_mode, e.reasoning)
+            for e in catalog.entries.values() if e.profiled]
+
+
+def build_tables(catalog: Catalog, profiles: Profiles | None, policies: PolicySet) -> RoutingTables:
+    planner = Planner(profiles, candidates(catalog), executable=executable_now) if profiles else None
+    return RoutingTables(profiles, policies, planner)
+
+
+class Router:
+    def __init__(self, catalog: Catalog, tables: RoutingTables, estimator: CostEstimator, labeller: Labeller,
+                 default_policy: str) -> None:
+        self.catalog = catalog
+        self.tables = tables
+        self.estimator = estimator
+        self.labeller = labeller
+        self.default_policy = default_policy
+
+    def reload(self, tables: RoutingTables) -> None:
+        self.tables = tables  # one assignment: requests see the old tables or the new, never a mix
+
+    def policy_names(self) -> list[str]:
+        return self.tables.policies.names()
+
+    def _policy(self, name: str, param: str) -> Policy:
+        policy = self.tables.policies.get(name)
+        if policy is None:
+            known = ", ".join(self.tables.policies.names())
+            if param == "model":
+                raise ModelNotFound(f"Unknown routing policy {name!r} in model 'auto/{name}'; known policies: {known}.",
+                                    param="model")
+            raise InvalidRequest(f"Unknown policy {name!r}; known policies: {known}.", param=param, code="invalid_value")
+        return policy
+
+    def decide(self, model: str, routing: dict, body: dict, key_policy: str | None, key_task: str | None,
+               prompt_tokens: int) -> Decision:
+        tables = self.tables
+        entry = self.catalog.get(model)
+        alias = None
+        if entry is None:
+            if model != "auto" and not model.startswith("auto/"):
+                self.catalog.resolve(model)  # raises the 404 with the list of models
+            alias = model[5:] or None
+        if alias is not None:
+            policy = self._policy(alias, "model")
+        elif routing.get("policy"):
+            policy = self._policy(routing["policy"], "routing.policy")
+        else:
+            policy = self._policy(key_policy or self.default_policy, "routing.policy")
+        label = self.labeller.label(body["messages"], routing.get("task"), key_task)
+        difficulty = routing.get("difficulty")
+        label = TaskLabel(label.task, difficulty, label.source)
+        if entry is not None:
+            return Decision(entry, self._estimated(entry, Plan(model=entry.name,
+                            reason=f"concrete model {entry.name!r} requested"), body, label, prompt_tokens),
+                            policy.name, label, routed=False)
+        rf = body.get("response_format")
+        request = PlanRequest(
+            task=label.task, difficulty=difficulty, prompt_tokens=prompt_tokens,
+            accuracy_target=routing.get("accuracy_target"), max_cost_usd=routing.get("max_cost_usd"),
+            needs_tools=bool(body.get("tools")),
+            needs_json=isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema"),
+            strategy=_strategy(routing.get("strategy")), cutoff_tokens=routing.get("cutoff_tokens"),
+        )
+        if tables.planner is None:
+            plan = Plan(model=policy.fallback_model or self.catalog.default.name,  # type: ignore[union-attr]
+                        reason="no profiles loaded: the fallback model serves")
+        else:
+            plan = tables.planner.plan(policy, request)
+        shadow = None
+        if policy.shadow:
+            shadow, plan = plan, Plan(model=policy.default_model or plan.model,
+                                      reason=f"shadow mode: {policy.default_model} serves; the planner's choice is recorded")
+        chosen = self.catalog.get(plan.model)
+        if chosen is None:
+            raise ModelNotFound(f"Policy {policy.name!r} chose model {plan.model!r}, which is not configured.",
+                                param="model")
+        if plan.predicted_cost_p50 is None:
+            plan = self._estimated(chosen, plan, body, label, prompt_tokens)
+        return Decision(chosen, plan, policy.name, label, routed=True, shadow=shadow)
+
+    def _estimated(self, entry: ModelEntry, plan: Plan, body: dict, label: TaskLabel, prompt_tokens: int) -> Plan:
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        p50, p95 = self.estimator.predict(entry, prompt_tokens, cap, 1, label.task, label.difficulty)
+        return plan.with_(predicted_cost_p50=p50, predicted_cost_p95=p95)
+
+
+def _strategy(value: object) -> dict | None:
+    if value is None:
+        return None
+    return {"name": value} if isinstance(value, str) else dict(value)  # type: ignore[call-overload]
