@@ -155,3 +155,14 @@ def wait_traces(directory: Path, count: int, timeout: float = 10.0) -> list[dict
             return recs
         time.sleep(0.05)
     raise AssertionError(f"expected {count} trace records in {directory}, found {len(recs)}")
+
+
+def wait_trace(directory: Path, request_id: str, timeout: float = 10.0) -> dict:
+    """The trace record of one request, once the background writer has flushed it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in read_traces(directory) if directory.exists() else []:
+            if r.get("id") == request_id and r.get("kind") is None:
+                return r
+        time.sleep(0.05)
+    raise AssertionError(f"no trace record for {request_id} in {directory}")
