@@ -50,6 +50,8 @@ class PlanRequest:
     strategy: dict | None = None
     cutoff_tokens: int | None = None
     max_restarts: int | None = None
+    #: keep the conversation on this model (stickiness): model choice is skipped, strategy is not
+    only_model: str | None = None
 
 
 def family(plan: Plan) -> str:
@@ -101,6 +103,8 @@ class Planner:
 
     def _candidates(self, policy: Policy, req: PlanRequest) -> list[Candidate]:
         names = policy.models if policy.models else list(self.candidates)
+        if req.only_model is not None:
+            names = [req.only_model]
         out = []
         for n in names:
             c = self.candidates.get(n)
@@ -123,7 +127,7 @@ class Planner:
         return self.executable is None or self.executable(plan)
 
     def _cell(self, policy: Policy, req: PlanRequest) -> _Cell:
-        key = (id(policy), req.task, req.difficulty, req.needs_tools, req.needs_json)
+        key = (id(policy), req.task, req.difficulty, req.needs_tools, req.needs_json, req.only_model)
         cell = self._cells.get(key)
         if cell is not None:
             return cell

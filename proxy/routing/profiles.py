@@ -50,21 +50,27 @@ class TokenStats:
 
     The quantiles, not the mean, are what budgets reserve: token use is heavy-tailed, so a
     reservation at the mean would be exceeded by a large share of requests.
+
+    Fitted rows have every field. A published table may give less (the study's GPQA rows give
+    only a mean; most of its rows give no token numbers at all): absent fields are None, never
+    filled in. The quantiles come all together or not at all (`has_quantiles`).
     """
 
-    mean: float
-    std: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
+    mean: float | None = None
+    std: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
     max: float | None = None
 
+    @property
+    def has_quantiles(self) -> bool:
+        """True when p50..p99 are known (always for rows fitted from samples)."""
+        return self.p50 is not None
+
     def to_dict(self) -> dict[str, float]:
-        out = {name: getattr(self, name) for name in _STAT_FIELDS}
-        if self.max is not None:
-            out["max"] = self.max
-        return out
+        return {name: getattr(self, name) for name in (*_STAT_FIELDS, "max") if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,10 @@ class ProfileRow:
     model: str
     task: str
     difficulty: str | None
-    n: int
+    #: samples (fitted rows) or questions (published rows); None when a published table omits it
+    n: int | None
     accuracy: float
+    #: all fields None when the source gives no token numbers (absent `tokens` in the file)
     tokens: TokenStats
     tokens_correct_mean: float | None
     tokens_wrong_mean: float | None
@@ -106,14 +114,12 @@ class ProfileRow:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of this row; absent statistics stay absent."""
-        out: dict[str, Any] = {
-            "model": self.model,
-            "task": self.task,
-            "difficulty": self.difficulty,
-            "n": self.n,
-            "accuracy": self.accuracy,
-            "tokens": self.tokens.to_dict(),
-        }
+        out: dict[str, Any] = {"model": self.model, "task": self.task, "difficulty": self.difficulty}
+        if self.n is not None:
+            out["n"] = self.n
+        out["accuracy"] = self.accuracy
+        if self.tokens.to_dict():
+            out["tokens"] = self.tokens.to_dict()
         optional: dict[str, Any] = {
             "tokens_correct_mean": self.tokens_correct_mean,
             "tokens_wrong_mean": self.tokens_wrong_mean,
@@ -331,8 +337,8 @@ class _Parser:
         if plan is not None and (not isinstance(plan, dict) or strategy is None):
             raise self.fail(f"{where}.plan", "must be an object, and only on a strategy row")
         tokens_raw = raw.get("tokens")
-        if tokens_raw is None:
-            raise self.fail(f"{where}.tokens", "missing (required)")
+        # absent for published rows without token numbers: all fields None, never made up
+        tokens = self.token_stats(f"{where}.tokens", tokens_raw, required=False) or TokenStats()
         ci = self.threshold_ci(where, raw.get("threshold_ci"))
         sources = raw.get("sources", [])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
@@ -341,9 +347,9 @@ class _Parser:
             model=model,
             task=task,
             difficulty=difficulty,
-            n=self.integer(where, raw, "n", lo=1),
+            n=self.integer(where, raw, "n", lo=1, required=False),
             accuracy=self.number(where, raw, "accuracy", lo=0.0, hi=1.0),
-            tokens=self.token_stats(f"{where}.tokens", tokens_raw),
+            tokens=tokens,
             tokens_correct_mean=self.number(where, raw, "tokens_correct_mean", lo=0.0, required=False),
             tokens_wrong_mean=self.number(where, raw, "tokens_wrong_mean", lo=0.0, required=False),
             tokens_correct=self.token_stats(f"{where}.tokens_correct", raw.get("tokens_correct"), required=False),
@@ -364,9 +370,13 @@ class _Parser:
             return None
         if not isinstance(raw, dict):
             raise self.fail(where, f"must be an object, got {_kind(raw)}")
-        values = {name: self.number(where, raw, name, lo=0.0) for name in _STAT_FIELDS}
+        values = {name: self.number(where, raw, name, lo=0.0, required=False) for name in _STAT_FIELDS}
+        given = [name for name in _QUANTILES if values[name] is not None]
+        if given and len(given) < len(_QUANTILES):
+            absent = next(name for name in _QUANTILES if values[name] is None)
+            raise self.fail(f"{where}.{absent}", f"missing (the quantiles {', '.join(_QUANTILES)} come together)")
         top = self.number(where, raw, "max", lo=0.0, required=False)
-        chain = [(name, values[name]) for name in _QUANTILES] + ([("max", top)] if top is not None else [])
+        chain = [(name, values[name]) for name in given] + ([("max", top)] if top is not None else [])
         for (a, va), (b, vb) in zip(chain, chain[1:]):
             if va > vb:  # type: ignore[operator]
                 raise self.fail(f"{where}.{b}", f"must be >= {a} ({va}), got {vb}")

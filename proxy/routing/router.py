@@ -7,8 +7,12 @@ request in flight keeps the tables it started with.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
+
+import orjson
 
 from proxy.errors import InvalidRequest, ModelNotFound
 from proxy.routing.catalog import Catalog, ModelEntry
@@ -73,14 +77,31 @@ def build_tables(catalog: Catalog, profiles: Profiles | None, policies: PolicySe
     return RoutingTables(profiles, policies, planner)
 
 
+def conversation_key(routing: dict, body: dict) -> tuple[str, bool]:
+    """(key, continues): which conversation a request belongs to — `routing.session`, else the
+    hash of (user, system prompt, first user turn), which every later turn repeats — and whether
+    it continues one (a session id, or an assistant turn already in the messages)."""
+    if routing.get("session"):
+        return "s:" + routing["session"], True
+    messages = body["messages"]
+    first_user = next((m.get("content") for m in messages if m.get("role") == "user"), None)
+    system = next((m.get("content") for m in messages if m.get("role") in ("system", "developer")), None)
+    raw = orjson.dumps([body.get("user"), system, first_user])
+    continues = any(m.get("role") == "assistant" for m in messages)
+    return "c:" + hashlib.blake2b(raw, digest_size=16).hexdigest(), continues
+
+
 class Router:
     def __init__(self, catalog: Catalog, tables: RoutingTables, estimator: CostEstimator, labeller: Labeller,
-                 default_policy: str) -> None:
+                 default_policy: str, sessions: int = 100_000) -> None:
         self.catalog = catalog
         self.tables = tables
         self.estimator = estimator
         self.labeller = labeller
         self.default_policy = default_policy
+        #: conversation key -> the model that answered it (bounded, oldest dropped first)
+        self._sessions: OrderedDict[str, str] = OrderedDict()
+        self._sessions_max = sessions
 
     def reload(self, tables: RoutingTables) -> None:
         self.tables = tables  # one assignment: requests see the old tables or the new, never a mix
@@ -121,12 +142,17 @@ class Router:
                             reason=f"concrete model {entry.name!r} requested"), body, label, prompt_tokens),
                             policy.name, label, routed=False)
         rf = body.get("response_format")
+        convo, continues = conversation_key(routing, body)
+        sticky = self._sessions.get(convo) if continues else None
+        if sticky is not None and self.catalog.get(sticky) is None:
+            sticky = None
         request = PlanRequest(
             task=label.task, difficulty=difficulty, prompt_tokens=prompt_tokens,
             accuracy_target=routing.get("accuracy_target"), max_cost_usd=routing.get("max_cost_usd"),
             needs_tools=bool(body.get("tools")),
             needs_json=isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema"),
             strategy=_strategy(routing.get("strategy")), cutoff_tokens=routing.get("cutoff_tokens"),
+            only_model=sticky,
         )
         if tables.planner is None:
             plan = Plan(model=policy.fallback_model or self.catalog.default.name,  # type: ignore[union-attr]
@@ -143,7 +169,16 @@ class Router:
                                 param="model")
         if plan.predicted_cost_p50 is None:
             plan = self._estimated(chosen, plan, body, label, prompt_tokens)
+        if sticky is not None:
+            plan = plan.with_(reason=f"conversation stays on {sticky}; " + plan.reason)
+        self._remember(convo, plan.model)
         return Decision(chosen, plan, policy.name, label, routed=True, shadow=shadow)
+
+    def _remember(self, key: str, model: str) -> None:
+        self._sessions[key] = model
+        self._sessions.move_to_end(key)
+        if len(self._sessions) > self._sessions_max:
+            self._sessions.popitem(last=False)
 
     def _estimated(self, entry: ModelEntry, plan: Plan, body: dict, label: TaskLabel, prompt_tokens: int) -> Plan:
         cap = body.get("max_completion_tokens") or body.get("max_tokens")

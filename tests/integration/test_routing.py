@@ -103,3 +103,24 @@ def test_reload_swaps_policies_without_restart(client, env):
     bad = httpx.post(f"{proxy.url}/admin/reload", headers=h)
     assert bad.status_code == 400 and "not valid YAML" in bad.json()["error"]["message"]
     assert explain(client, "auto/cheap", task="math")["reason"].startswith("accurate (cheap)")
+
+
+def test_conversation_stays_on_its_model(client):
+    first = client.chat.completions.create(model="auto/accurate", messages=MSG, max_tokens=50,
+                                           extra_body={"routing": {"task": "math"}})
+    # a follow-up whose task alone would route elsewhere (cheap, science) stays on the first model
+    follow = [*MSG, {"role": "assistant", "content": "84"}, {"role": "user", "content": "And 13 * 7?"}]
+    r = client.chat.completions.create(model="auto/cheap", messages=follow, max_tokens=50,
+                                       extra_body={"routing": {"task": "science", "explain": True}})
+    assert r.model == first.model
+    assert r.model_extra["routing"]["reason"].startswith(f"conversation stays on {first.model}")
+    # an explicit session id does the same across unrelated messages
+    a = client.chat.completions.create(model="auto/accurate", messages=MSG, max_tokens=50,
+                                       extra_body={"routing": {"task": "math", "session": "s-1"}})
+    b = client.chat.completions.create(model="auto/cheap", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=50, extra_body={"routing": {"task": "science", "session": "s-1"}})
+    assert b.model == a.model
+    # a fresh conversation is free to go elsewhere
+    c = client.chat.completions.create(model="auto/cheap", messages=[{"role": "user", "content": "hello"}],
+                                       max_tokens=50, extra_body={"routing": {"task": "science", "accuracy_target": 0.3}})
+    assert c.model == "cheapo" != a.model
