@@ -49,7 +49,35 @@ def _parser() -> argparse.ArgumentParser:
     common(m)
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=9100, help="port (default 9100)")
+    d = sub.add_parser("demo", help="run a workload of generated tasks through a live proxy", description=(
+        "Send generated tasks with known answers (arithmetic, multiple choice) through a proxy with the openai "
+        "client, once per policy alias and once per fixed model; print accuracy, cost per request, p95 cost and "
+        "wasted-token share, and write a PNG. Without --url it starts its own proxy on the embedded defaults."))
+    common(d)
+    d.add_argument("--url", help="a running proxy's base URL, e.g. http://127.0.0.1:8000/v1 (default: start one)")
+    d.add_argument("--key", default=os.environ.get("PARETO_KEY"), help="virtual key for --url (default $PARETO_KEY)")
+    d.add_argument("--tasks", type=int, default=60, help="tasks per target (default 60)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--concurrency", type=int, default=8)
+    d.add_argument("--policies", default="accurate,balanced,cheap,predictable",
+                   help="comma-separated policies to run as auto/<policy>")
+    d.add_argument("--models", help="comma-separated fixed models (default: every configured model)")
+    d.add_argument("--png", default="demo.png", help="where to write the plot (default demo.png)")
+    d.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    _fit_parser(sub, common)
     return p
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from proxy import demo
+
+    if args.url and not args.key:
+        raise ConfigError("--url needs --key (or $PARETO_KEY): the virtual key to call the proxy with")
+    if args.tasks < 1:
+        raise ConfigError("--tasks must be at least 1")
+    return demo.main(args.url, args.key, args.tasks, args.seed, args.concurrency,
+                     [p for p in args.policies.split(",") if p],
+                     [m for m in args.models.split(",") if m] if args.models else None, args.png, args.json)
 
 
 def _banner(state, host: str, port: int) -> None:
@@ -107,7 +135,60 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "sim": cmd_sim}
+def _fit_parser(sub, common) -> None:  # type: ignore[no-untyped-def]
+    f = sub.add_parser("fit", help="fit a profile table from trace files", description=(
+        "Fit profiles (accuracy, token statistics, failure curves with thresholds and bootstrap intervals, "
+        "replayed strategy rows) from per-sample trace CSVs (columns model, dataset, problem_id, sample_id, "
+        "completion_tokens, finish_reason, pred, answer, correct) or the proxy's own JSONL traces. "
+        "--holdout-fraction holds back that share of each dataset's problems (all their samples), writes "
+        "them to --holdout-out in the same CSV format and fits on the rest."))
+    common(f)
+    f.add_argument("--traces", nargs="+", required=True, metavar="FILE", help="trace files (.csv or .jsonl)")
+    f.add_argument("--out", required=True, metavar="PROFILE.json", help="where to write the profile")
+    f.add_argument("--holdout-fraction", type=float, metavar="F", help="share of problems to hold out, in (0, 1)")
+    f.add_argument("--holdout-out", metavar="FILE", help="CSV for the held-out samples (with --holdout-fraction)")
+    f.add_argument("--seed", type=int, default=0, help="seeds the holdout split and the bootstrap (default 0)")
+    f.add_argument("--prices", metavar="FILE",
+                   help="price CSV (trace_model, input_usd_per_mtok, output_usd_per_mtok, reasoning)")
+    f.add_argument("--eureka-dir", metavar="DIR",
+                   help="directory with eureka_accuracy.csv and eureka_gpqa_tokens.csv: add the study's rows")
+    f.add_argument("--no-strategies", action="store_true", help="skip the replayed strategy rows (faster)")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from proxy.profiling.fit import fit_profiles, write_profile
+
+    if (args.holdout_fraction is None) != (args.holdout_out is None):
+        raise ConfigError("--holdout-fraction and --holdout-out go together")
+    console = Console(stderr=True)
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+    tasks: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+
+    with bars:
+        profile = fit_profiles(
+            args.traces, args.prices, eureka_dir=args.eureka_dir, holdout_fraction=args.holdout_fraction,
+            holdout_out=args.holdout_out, seed=args.seed, strategies=not args.no_strategies, progress=progress,
+        )
+    write_profile(profile, args.out)
+    rows = profile["rows"]
+    thresholds = sum(1 for r in rows if r.get("failure_threshold_tokens") is not None)
+    console.print(f"wrote {args.out}: {len(rows)} rows ({thresholds} with a failure threshold), "
+                  f"{len(profile['models'])} priced models"
+                  + (f"; held-out samples in {args.holdout_out}" if args.holdout_out else ""))
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "sim": cmd_sim, "demo": cmd_demo}
+COMMANDS["fit"] = cmd_fit
 
 
 def main(argv: list[str] | None = None) -> int:
