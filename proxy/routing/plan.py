@@ -72,3 +72,20 @@ class Plan:
 
     def with_(self, **changes: Any) -> "Plan":
         return replace(self, **changes)
+
+
+def from_strategy(model: str, strategy: dict[str, Any], **fields: Any) -> Plan:
+    """The plan a client asked for with `routing.strategy` (`{"name", "k", "aggregator", ...}`).
+
+    Defaults: parallel without an aggregator votes (majority) over 4 samples; consensus without
+    `k_max`/`margin` grows to 8 samples or a 2-vote lead; sequential runs 1 round.
+    """
+    name = strategy.get("name", "single")
+    aggregator = strategy.get("aggregator") or ("majority" if name == "parallel" else None)
+    k = strategy.get("k", 1 if name != "parallel" else 4)
+    return Plan(
+        model=model, strategy=name, k=k, aggregator=aggregator, m=strategy.get("m"),
+        k_max=strategy.get("k_max", 8 if aggregator == "consensus" else None),
+        margin=strategy.get("margin", 2 if aggregator == "consensus" else None),
+        rounds=strategy.get("rounds", 1 if name == "sequential" else None), **fields,
+    )

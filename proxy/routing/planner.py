@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from proxy.budget.pricing import ModelPrice
-from proxy.routing.plan import Plan
+from proxy.routing.plan import Plan, from_strategy
 from proxy.routing.policies import Policy
 from proxy.routing.profiles import ProfileRow, Profiles
 
@@ -255,15 +255,10 @@ class Planner:
     def _forced(self, policy: Policy, req: PlanRequest, cell: _Cell, mean: np.ndarray) -> Plan:
         """The client asked for a strategy no measured row matches: run it as asked on the
         policy's preferred model, without predictions."""
-        s = req.strategy or {}
         base = self.plan(policy, PlanRequest(**{**_fields(req), "strategy": None}))
-        aggregator = s.get("aggregator") or ("majority" if s.get("name") == "parallel" else None)
-        plan = Plan(model=base.model, strategy=s.get("name", "single"), k=s.get("k", 1 if s.get("name") == "single" else 4),
-                    aggregator=aggregator, m=s.get("m"), k_max=s.get("k_max"), margin=s.get("margin"),
-                    rounds=s.get("rounds"), fallback_model=policy.fallback_model,
-                    reason=f"strategy requested by the client; model {base.model} chosen by {policy.objective}; "
-                           "no measured prediction for this configuration")
-        return plan
+        return from_strategy(base.model, req.strategy or {}, fallback_model=policy.fallback_model,
+                             reason=f"strategy requested by the client; model {base.model} chosen by "
+                                    f"{policy.objective}; no measured prediction for this configuration")
 
     def _fallback(self, policy: Policy, req: PlanRequest) -> Plan:
         """No profile rows for this task among the candidates: one sample on the fallback model."""

@@ -17,7 +17,7 @@ import orjson
 from proxy.errors import InvalidRequest, ModelNotFound
 from proxy.routing.catalog import Catalog, ModelEntry
 from proxy.routing.estimate import CostEstimator
-from proxy.routing.plan import Plan
+from proxy.routing.plan import Plan, from_strategy
 from proxy.routing.planner import Candidate, Planner, PlanRequest
 from proxy.routing.policies import Policy, PolicySet
 from proxy.routing.profiles import Profiles
@@ -138,9 +138,12 @@ class Router:
         difficulty = routing.get("difficulty")
         label = TaskLabel(label.task, difficulty, label.source)
         if entry is not None:
-            return Decision(entry, self._estimated(entry, Plan(model=entry.name,
-                            reason=f"concrete model {entry.name!r} requested"), body, label, prompt_tokens),
-                            policy.name, label, routed=False)
+            reason = f"concrete model {entry.name!r} requested"
+            strategy = _strategy(routing.get("strategy"))
+            plan = (from_strategy(entry.name, strategy, reason=reason + "; strategy requested by the client")
+                    if strategy else Plan(model=entry.name, reason=reason))
+            plan = self._estimated(entry, self._overrides(plan, routing, policy, label), body, label, prompt_tokens)
+            return Decision(entry, plan, policy.name, label, routed=False)
         rf = body.get("response_format")
         convo, continues = conversation_key(routing, body)
         sticky = self._sessions.get(convo) if continues else None
@@ -159,6 +162,7 @@ class Router:
                         reason="no profiles loaded: the fallback model serves")
         else:
             plan = tables.planner.plan(policy, request)
+        plan = self._overrides(plan, routing, policy, label)
         shadow = None
         if policy.shadow:
             shadow, plan = plan, Plan(model=policy.default_model or plan.model,
@@ -173,6 +177,24 @@ class Router:
             plan = plan.with_(reason=f"conversation stays on {sticky}; " + plan.reason)
         self._remember(convo, plan.model)
         return Decision(chosen, plan, policy.name, label, routed=True, shadow=shadow)
+
+    @staticmethod
+    def _overrides(plan: Plan, routing: dict, policy: Policy, label: TaskLabel) -> Plan:
+        """The request's explicit cutoff, restarts and verifier, and the policy's fallback model
+        and per-task verifier, applied to whatever plan was chosen."""
+        changes: dict = {}
+        if routing.get("cutoff_tokens") is not None:
+            changes["cutoff_tokens"] = routing["cutoff_tokens"]
+        if routing.get("max_restarts") is not None:
+            changes["max_restarts"] = routing["max_restarts"]
+            if routing["max_restarts"] > 0 and plan.restart == "stop":
+                changes["restart"] = "same"
+        verifier = routing.get("verifier") or (policy.verifiers.get(label.task) if label.task else None)
+        if verifier is not None:
+            changes["verifier"] = verifier
+        if policy.fallback_model and not plan.fallback_model and policy.fallback_model != plan.model:
+            changes["fallback_model"] = policy.fallback_model
+        return plan.with_(**changes) if changes else plan
 
     def _remember(self, key: str, model: str) -> None:
         self._sessions[key] = model
