@@ -73,7 +73,7 @@ def load_profiles(settings: Settings) -> Profiles | None:
 
 def embedded_models(profiles: Profiles) -> list[ModelConfig]:
     """One simulated model per profiled model: what `make serve` answers with, no keys needed."""
-    return [ModelConfig(name=default_sim_name(p), provider="simulated", profile=p) for p in profiles.model_names()]
+    return [ModelConfig(name=default_sim_name(p), provider="simulated", profile=p) for p in profiles.simulatable_models()]
 
 
 def build_upstream(cfg: ModelConfig, profiles: Profiles | None) -> Upstream:
@@ -81,9 +81,10 @@ def build_upstream(cfg: ModelConfig, profiles: Profiles | None) -> Upstream:
         from proxy.upstream.simulator.inprocess import SimulatedUpstream
 
         assert profiles is not None and cfg.simulator is not None and cfg.profile is not None
-        if cfg.profile not in profiles.models:
-            raise ConfigError(f"models: {cfg.name!r} imitates profile {cfg.profile!r}, which is not in {profiles_path(profiles)}; "
-                              f"known: {', '.join(profiles.model_names())}")
+        if cfg.profile not in profiles.simulatable_models():
+            raise ConfigError(f"models: {cfg.name!r} imitates profile {cfg.profile!r}, which {profiles_path(profiles)} "
+                              f"cannot simulate (it needs a price and a fitted length distribution); "
+                              f"known: {', '.join(profiles.simulatable_models())}")
         return SimulatedUpstream(cfg.name, cfg.profile, profiles, cfg.simulator)
     if cfg.provider == "openai":
         from proxy.upstream.openai_compat import OpenAICompatUpstream

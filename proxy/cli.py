@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--png", default="demo.png", help="where to write the plot (default demo.png)")
     d.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     _fit_parser(sub, common)
+    _replay_parser(sub, common)
     return p
 
 
@@ -189,6 +190,39 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 COMMANDS = {"serve": cmd_serve, "sim": cmd_sim, "demo": cmd_demo}
 COMMANDS["fit"] = cmd_fit
+
+
+def _replay_parser(sub, common) -> None:  # type: ignore[no-untyped-def]
+    r = sub.add_parser("replay", help="replay a policy offline on recorded traces", description=(
+        "Replay a policy on a per-sample trace CSV: one request per problem, the planner's plan executed on "
+        "that problem's recorded samples (drawn without replacement, averaged over seeded permutations), "
+        "next to every model's single-sample and majority baselines and the static cost/accuracy frontier. "
+        "Warns when the profiles were fitted on the replayed file."))
+    common(r)
+    r.add_argument("--traces", required=True, metavar="FILE", help="per-sample trace CSV")
+    r.add_argument("--policy", required=True, metavar="NAME|FILE", help="a policy name in policies_dir, or a YAML file")
+    r.add_argument("--profiles", metavar="FILE", help="profile JSON (default: the config's profiles)")
+    r.add_argument("--prices", metavar="FILE",
+                   help="price CSV (trace_model, input_usd_per_mtok, output_usd_per_mtok); default: the profile's prices")
+    r.add_argument("--verifier", choices=("none", "oracle"), default="none",
+                   help="oracle: the correct column is a perfect verifier for best-of-n (default none)")
+    r.add_argument("--seed", type=int, default=0, help="seeds the permutations (default 0)")
+    r.add_argument("--permutations", type=int, default=16, metavar="N", help="seeded permutations (default 16)")
+    r.add_argument("--prompt-tokens", type=int, default=0, metavar="N",
+                   help="prompt tokens charged per upstream call (the traces record none; default 0)")
+    r.add_argument("--difficulty", choices=("unknown", "oracle"), default="unknown",
+                   help="oracle: tell the planner each problem's pass-rate bin (offline upper bound; default unknown)")
+    r.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    r.add_argument("--plot", metavar="OUT.png", help="write a PNG: frontier, baselines, the policy point")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from proxy.profiling.replay import run_replay_command
+
+    return run_replay_command(args)
+
+
+COMMANDS["replay"] = cmd_replay
 
 
 def main(argv: list[str] | None = None) -> int:

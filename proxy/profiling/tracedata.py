@@ -29,9 +29,12 @@ __all__ = [
     "TraceDataError",
     "TraceSample",
     "TraceTable",
+    "concat_tables",
     "read_prices",
     "read_traces",
+    "select",
     "task_for_dataset",
+    "write_traces",
 ]
 
 REQUIRED_COLUMNS = (
@@ -209,6 +212,41 @@ def read_traces(path: str | Path) -> TraceTable:
         correct=np.array(cols["correct"], dtype=bool),
         line=np.array(cols["line"], dtype=np.int64),
     )
+
+
+_COLUMNS = (*REQUIRED_COLUMNS, "task", "line")
+
+
+def select(table: TraceTable, mask: np.ndarray) -> TraceTable:
+    """The samples of `table` where `mask` is true, in the same order (same `source`)."""
+    return TraceTable(source=table.source, **{name: getattr(table, name)[mask] for name in _COLUMNS})
+
+
+def concat_tables(tables: list[TraceTable]) -> TraceTable:
+    """One table with the samples of all `tables`, in order; `source` lists theirs."""
+    if len(tables) == 1:
+        return tables[0]
+    columns = {name: np.concatenate([getattr(t, name) for t in tables]) for name in _COLUMNS}
+    return TraceTable(source=", ".join(t.source for t in tables), **columns)
+
+
+def write_traces(table: TraceTable, path: str | Path) -> None:
+    """Write `table` as a per-sample CSV in the format `read_traces` reads (the required columns).
+
+    Raises `TraceDataError` when the file cannot be written.
+    """
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(REQUIRED_COLUMNS)
+            for i in range(len(table)):
+                writer.writerow([
+                    table.model[i], table.dataset[i], table.problem_id[i], int(table.sample_id[i]),
+                    int(table.completion_tokens[i]), table.finish_reason[i], table.pred[i], table.answer[i],
+                    1 if table.correct[i] else 0,
+                ])
+    except OSError as exc:
+        raise TraceDataError(f"{path}: cannot write: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,11 @@ class CostEstimator:
             return None
         if task is not None:
             row = self.profiles.row(profile, task, difficulty)
-            if row is not None:
-                return row.tokens.p50, row.tokens.p95
+            if row is not None and row.tokens.has_quantiles:
+                return row.tokens.p50, row.tokens.p95  # type: ignore[return-value]
         pooled = self._pooled.get(profile)
         if pooled is None:
-            rows = [r for r in self.profiles.rows_for(profile) if r.difficulty is None]
+            rows = [r for r in self.profiles.rows_for(profile) if r.difficulty is None and r.tokens.has_quantiles]
             if not rows:
                 return None
             pooled = (sum(r.tokens.p50 for r in rows) / len(rows), max(r.tokens.p95 for r in rows))

@@ -152,6 +152,8 @@ class Planner:
                 if not self._allowed(p, policy, req, single_only):
                     continue
                 t = row.tokens
+                if t.mean is None:  # a published row with accuracy only: no cost can be predicted
+                    continue
                 p50 = t.p50 if t.p50 is not None else t.mean
                 p95 = t.p95 if t.p95 is not None else t.mean
                 plans.append(p)

@@ -237,6 +237,12 @@ class Profiles:
         """Strategy-less rows of `model`, in file order (a copy: callers may not mutate ours)."""
         return list(self._by_model.get(model, ()))
 
+    def simulatable_models(self) -> list[str]:
+        """Models the simulator can imitate: a price, and a row with a full length distribution
+        (fitted from samples; the study's published rows lack one)."""
+        return [m for m in self._model_names if m in self.models
+                and any(r.tokens.has_quantiles for r in self._by_model.get(m, ()))]
+
     def model_names(self) -> list[str]:
         """Sorted names of the models that have at least one row (the profiled models)."""
         return list(self._model_names)

@@ -25,6 +25,7 @@ SHARED = Path(__file__).parents[3] / "shared" / "data"
 TRACES = SHARED / "reasoning_traces.csv"
 PRICES = SHARED / "trace_model_prices.csv"
 DEFAULT_PROFILE = Path(__file__).parents[2] / "profiles" / "default.json"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "build_default_profile.py"
 
 HEADER = "model,dataset,problem_id,sample_id,completion_tokens,finish_reason,pred,answer,correct\n"
 
@@ -112,6 +113,28 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
     assert again.rows == loaded.rows and again.models == loaded.models
 
 
+def test_published_rows_may_carry_only_a_mean_or_no_tokens_and_no_n() -> None:
+    """A published table gives accuracy, sometimes a mean token count, sometimes a question count:
+    the loader takes what exists and leaves the rest None, never filled in."""
+    doc = small_profile()
+    doc["rows"] += [
+        {"model": "pub", "task": "science", "difficulty": None, "n": 198, "accuracy": 0.767, "tokens": {"mean": 3520}},
+        {"model": "pub", "task": "sat", "difficulty": None, "accuracy": 0.889},
+    ]
+    p = Profiles.from_dict(doc)
+    science, sat = p.row("pub", "science"), p.row("pub", "sat")
+    assert science is not None and sat is not None
+    assert science.n == 198 and science.tokens == TokenStats(mean=3520)
+    assert science.tokens.p95 is None and not science.tokens.has_quantiles
+    assert sat.n is None and sat.tokens == TokenStats() and sat.failure_curve == []
+    assert p.row("M", "math").tokens.has_quantiles  # type: ignore[union-attr]
+    # absent stays absent on the way out
+    assert sat.to_dict() == {"model": "pub", "task": "sat", "difficulty": None, "accuracy": 0.889, "failure_curve": []}
+    assert science.to_dict()["tokens"] == {"mean": 3520}
+    again = Profiles.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert again.rows == p.rows
+
+
 def test_row_falls_back_from_difficulty_to_task_level() -> None:
     p = Profiles.from_dict(small_profile())
     assert p.row("M", "math", "hard").difficulty == "hard"  # type: ignore[union-attr]
@@ -149,8 +172,10 @@ def _broken(mutate) -> dict:
         (_broken(lambda d: d["rows"][0].update(accuracy=1.5)), "rows[0].accuracy: must be [0.0, 1.0]"),
         (_broken(lambda d: d["rows"][0].update(accuracy=-0.1)), "rows[0].accuracy"),
         (_broken(lambda d: d["rows"][0].update(accuracy="0.5")), "rows[0].accuracy: must be a finite number"),
-        (_broken(lambda d: d["rows"][2].pop("tokens")), "rows[2].tokens: missing"),
         (_broken(lambda d: d["rows"][0]["tokens"].pop("p95")), "rows[0].tokens.p95: missing"),
+        (_broken(lambda d: d["rows"][0]["tokens"].update(p50=None)), "rows[0].tokens.p50: missing"),
+        (_broken(lambda d: d["rows"][0]["tokens"].update(mean="x")), "rows[0].tokens.mean: must be a finite number"),
+        (_broken(lambda d: d["rows"][0].update(n=None, tokens={"mean": -3})), "rows[0].tokens.mean: must be >= 0"),
         (_broken(lambda d: d["rows"][0]["tokens"].update(p90=10)), "rows[0].tokens.p90: must be >= p50"),
         (_broken(lambda d: d["rows"][0].update(task="maths")), "rows[0].task: unknown task 'maths'"),
         (_broken(lambda d: d["rows"][0].update(difficulty="extreme")), "rows[0].difficulty"),
@@ -375,10 +400,14 @@ def test_r1_math_failure_curve_and_threshold(samples: list[dict], profiles: Prof
     assert row is not None and len(row.failure_curve) >= 10
     lengths = [L for L, _ in row.failure_curve]
     assert lengths == sorted(set(lengths))
+    ps = [p for _, p in row.failure_curve]
+    assert all(a >= b for a, b in zip(ps, ps[1:]))  # isotonic: never rises with length
     for L, p in row.failure_curve:
-        longer = [s["correct"] for s in r1 if s["tokens"] > L]
-        assert len(longer) >= 20
-        assert p == pytest.approx(sum(longer) / len(longer), abs=1e-4)
+        longer = [s for s in r1 if s["tokens"] > L]
+        # the support rule: 30 samples from 5 problems longer than every point
+        assert len(longer) >= 30 and len({s["problem"] for s in longer}) >= 5
+        # the smoothed curve stays close to the raw P(correct | longer than L)
+        assert p == pytest.approx(sum(s["correct"] for s in longer) / len(longer), abs=0.05)
     threshold = row.failure_threshold_tokens
     assert threshold is not None
     below = [L for L, p in row.failure_curve if p < 0.1]
@@ -387,7 +416,7 @@ def test_r1_math_failure_curve_and_threshold(samples: list[dict], profiles: Prof
     assert sum(beyond) / len(beyond) < 0.1
     # the README's knee: P(correct) collapses somewhere past ~11k tokens, well before 25k
     assert 11_000 <= threshold <= 25_000
-    assert row.threshold_ci is None  # not fitted yet: absent, never invented
+    assert row.threshold_ci is not None and row.threshold_ci[0] <= threshold <= row.threshold_ci[1]
 
 
 def test_no_threshold_where_the_model_never_succeeds(profiles: Profiles) -> None:
@@ -411,10 +440,20 @@ def test_fit_is_deterministic(fitted: dict) -> None:
 
 def test_shipped_default_profile_is_current(fitted: dict) -> None:
     """profiles/default.json must be exactly what the build script makes from today's data."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_default_profile", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    eureka = str(SHARED) if script.SHIP_STUDY_ROWS else None
+    built = fitted if eureka is None else script.build([str(TRACES)], str(PRICES), eureka)
     shipped = json.loads(DEFAULT_PROFILE.read_text())
-    assert shipped == json.loads(json.dumps(fitted)), "rerun scripts/build_default_profile.py"
+    assert shipped == json.loads(json.dumps(built)), "rerun scripts/build_default_profile.py"
     trace_entry = next(p for p in shipped["provenance"] if p["file"] == "reasoning_traces.csv")
     assert trace_entry["sha256"] == hashlib.sha256(TRACES.read_bytes()).hexdigest()
     loaded = Profiles.load(DEFAULT_PROFILE)
-    assert len(loaded.rows) == 64
+    plain = [r for r in loaded.rows if r.strategy is None and r.sources == ("reasoning_traces.csv",)]
+    assert len(plain) == 64
+    assert any(r.strategy is not None for r in loaded.rows)  # replayed strategy rows ship too
     assert loaded.row("R1", "math", "hard").difficulty == "hard"  # type: ignore[union-attr]
