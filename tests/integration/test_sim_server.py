@@ -187,3 +187,68 @@ def test_disconnect_fault_breaks_the_stream_without_hanging(tmp_path, check):
         assert stats["hangs_injected"] == 1 and stats["connections_closed_early"] == 3
     finally:
         _stop(proc)
+
+
+def test_scripted_samples_over_http_and_per_connection_stats(sim, check):
+    """A script reaches the server through the openai client's extra_body, is counted per
+    process across model names, and /sim/stats shows each connection and how it ended."""
+    client = _client(sim)
+    script = {"id": "http-script", "samples": [{"tokens": 120, "answer": "42"}, {"tokens": 60, "answer": "C"},
+                                                {"tokens": 4000, "answer": "1"}]}
+    first = client.chat.completions.create(model="sim-r1", messages=[{"role": "user", "content": "q"}],
+                                           extra_body={"sim_script": script})
+    assert first.usage.completion_tokens == 120 and first.choices[0].message.content.endswith("\\boxed{42}.")
+    chunks = list(client.chat.completions.create(
+        model="R1", messages=[{"role": "user", "content": "q"}], stream=True,
+        stream_options={"include_usage": True}, extra_body={"sim_script": script}))
+    for chunk in chunks:
+        check(chunk.model_dump(exclude_unset=True), "CreateChatCompletionStreamResponse")
+    assert chunks[-1].usage.completion_tokens == 60
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).endswith("Answer: C")
+
+    # a client that stops reading: the server sees the connection close early
+    body = {"model": "sim-r1", "messages": [{"role": "user", "content": "q"}], "stream": True, "sim_script": script}
+    with httpx.stream("POST", f"{sim}/v1/chat/completions", json=body, timeout=CALL_TIMEOUT) as r:
+        for line in r.iter_lines():
+            if "reasoning_content" in line:
+                break
+    deadline = time.monotonic() + CALL_TIMEOUT
+    while True:
+        stats = _stats(sim)
+        mine = [c for c in stats["connections"] if c["script"] == "http-script"]
+        if len(mine) == 3 and mine[2]["closed_early"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [(c["script_index"], c["tokens"], c["done"], c["closed_early"]) for c in mine[:2]] == [
+        (0, 120, True, False), (1, 60, True, False)]
+    assert [c["stream"] for c in mine] == [False, True, True] and [c["model"] for c in mine] == ["sim-r1", "R1", "sim-r1"]
+    assert mine[2]["closed_early"] and 0 < mine[2]["tokens"] < 4000
+    assert stats["streams_open"] == 0 and stats["connections_closed_early"] >= 1
+    ids = [c["id"] for c in stats["connections"]]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_script_faults_over_http(sim):
+    client = _client(sim)
+    script = {"id": "http-faults", "samples": [{"tokens": 10, "error": 503}, {"tokens": 300, "disconnect_at": 64},
+                                                {"tokens": 5, "answer": "9"}]}
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="sim-r1", messages=[{"role": "user", "content": "q"}],
+                                       extra_body={"sim_script": script})
+    assert info.value.status_code == 503
+    received = []
+    with pytest.raises((openai.APIError, httpx.HTTPError)):
+        for chunk in client.chat.completions.create(model="sim-r1", messages=[{"role": "user", "content": "q"}],
+                                                    stream=True, extra_body={"sim_script": script}):
+            received.append(chunk)
+    text = "".join((c.choices[0].delta.model_extra.get("reasoning_content") or "") for c in received if c.choices)
+    assert len(text.split()) == 64
+    done = client.chat.completions.create(model="sim-r1", messages=[{"role": "user", "content": "q"}],
+                                          extra_body={"sim_script": script})
+    assert done.usage.completion_tokens == 5
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="sim-r1", messages=[{"role": "user", "content": "q"}],
+                                       extra_body={"sim_script": {"id": "bad", "samples": [{"tokens": 0}]}})
+    assert info.value.body["param"] == "sim_script.samples[0].tokens"
+    mine = [c for c in _stats(sim)["connections"] if c["script"] == "http-faults"]
+    assert [(c["tokens"], c["done"], c["closed_early"]) for c in mine] == [(0, True, False), (64, False, True), (5, True, False)]

@@ -17,6 +17,8 @@ from proxy.config import Faults, ModelConfig, Settings, SimulatorSettings
 from proxy.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamTimeout
 from proxy.routing.profiles import Profiles
 from proxy.upstream.simulator import SimEngine, SimulatedUpstream, default_sim_name, generate, recognize
+from proxy.upstream.simulator.engine import simulatable_rows
+from proxy.upstream.simulator.script import ScriptBook
 from proxy.upstream.simulator.server import build_sim_models
 from proxy.upstream.simulator.tasks import KINDS
 
@@ -277,7 +279,9 @@ async def test_bad_bodies_are_rejected(profiles):
 
 async def test_every_shipped_profile_model_answers(check):
     profiles = Profiles.load(DEFAULT_PROFILES)
-    for name in profiles.model_names():
+    names = [n for n in profiles.model_names() if simulatable_rows(profiles, n)]
+    assert len(names) >= 5
+    for name in names:
         up = SimulatedUpstream(default_sim_name(name), name, profiles, FAST)
         out = await up.complete(_ask(generate("arithmetic", 1, "easy").prompt, max_tokens=200), timeout_s=10)
         check(out, "CreateChatCompletionResponse")
@@ -396,3 +400,155 @@ def test_served_models_come_from_config_or_every_profiled_model(profiles):
     assert build_sim_models(configured, profiles) == {"fast-thinker": ("Thinker", sim)}
     with pytest.raises(ConfigError, match="Nobody"):
         build_sim_models(Settings(models=[ModelConfig(name="x", provider="simulated", profile="Nobody")]), profiles)
+
+
+# -- scripted samples and per-connection stats --------------------------------------------------
+
+
+def _scripted(*samples: dict, script_id: str = "s", **params) -> dict:
+    return _ask("What is the answer?", sim_script={"id": script_id, "samples": list(samples)}, **params)
+
+
+@pytest.mark.parametrize("profile_model, reasoning", [("Thinker", True), ("Talker", False)])
+async def test_scripted_samples_have_exact_lengths_and_recognisable_answers(profiles, check, profile_model, reasoning):
+    up = SimulatedUpstream("sim-x", profile_model, profiles, FAST)
+    body = _scripted({"tokens": 300, "answer": "42"}, {"tokens": 40, "answer": "B"},
+                     {"tokens": 25, "text": "the end, really"}, {"tokens": 12, "answer": None})
+    outs = [await up.complete(body, timeout_s=5) for _ in range(5)]
+    for out in outs:
+        check(out, "CreateChatCompletionResponse")
+    tokens = [o["usage"]["completion_tokens"] for o in outs]
+    assert tokens == [300, 40, 25, 12, 12]  # in arrival order; the last sample repeats
+    messages = [o["choices"][0]["message"] for o in outs]
+    words = [_words(m["content"]) + _words(m.get("reasoning_content")) for m in messages]
+    assert words == tokens and all(o["choices"][0]["finish_reason"] == "stop" for o in outs)
+    contents = [m["content"] for m in messages]
+    assert contents[0].endswith("\\boxed{42}.") and contents[1].endswith("Answer: B")
+    assert contents[2].endswith("the end, really")
+    assert "\\boxed" not in contents[3] and "Answer" not in contents[3]
+    if reasoning:  # reasoning + answer make up the count; the answer is in the content
+        assert contents[0] == "So the final answer is \\boxed{42}." and _words(messages[0]["reasoning_content"]) == 294
+        assert outs[0]["usage"]["completion_tokens_details"]["reasoning_tokens"] == 294
+    else:
+        assert "reasoning_content" not in messages[0] and _words(contents[0]) == 300
+    task = generate("arithmetic", 1)
+    assert task.extract(contents[0]) == "42"  # rendered the way generated tasks render answers
+
+
+async def test_scripts_stream_the_same_text_and_honour_caps(profiles):
+    up = SimulatedUpstream("sim-x", "Thinker", profiles, FAST)
+    body = _scripted({"tokens": 100, "answer": "7"}, script_id="a")
+    full = await up.complete(body, timeout_s=5)
+    chunks = await _collect(up, _scripted({"tokens": 100, "answer": "7"}, script_id="b"))
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert content == full["choices"][0]["message"]["content"] and chunks[-1]["usage"]["completion_tokens"] == 100
+    cut = await up.complete(_scripted({"tokens": 100, "answer": "7"}, script_id="c", max_completion_tokens=99), timeout_s=5)
+    assert cut["usage"]["completion_tokens"] == 99 and cut["choices"][0]["finish_reason"] == "length"
+    assert "\\boxed{7}" not in cut["choices"][0]["message"]["content"]
+    tiny = await up.complete(_scripted({"tokens": 1, "answer": "7"}, script_id="d"), timeout_s=5)
+    assert tiny["choices"][0]["message"]["content"] == "\\boxed{7}"  # the bare answer when the sentence does not fit
+    many = await up.complete(_scripted({"tokens": 10, "answer": "1"}, {"tokens": 20, "answer": "2"}, script_id="e", n=2),
+                             timeout_s=5)
+    assert [c["message"]["content"] for c in many["choices"]] == [
+        "So the final answer is \\boxed{1}.", "So the final answer is \\boxed{2}."]
+    assert many["usage"]["completion_tokens"] == 30  # n choices take consecutive samples
+
+
+async def test_script_faults_error_hang_and_disconnect(profiles):
+    up = SimulatedUpstream("sim-x", "Thinker", profiles, FAST)
+    body = _scripted({"tokens": 10, "error": 503}, {"tokens": 10, "error": 400}, {"tokens": 10, "hang": True},
+                     {"tokens": 200, "answer": "1", "disconnect_at": 48}, {"tokens": 50, "answer": "2"})
+    with pytest.raises(UpstreamError) as info:
+        await _collect(up, body)
+    assert info.value.kind == "http_5xx"
+    with pytest.raises(UpstreamRejected):
+        await up.complete(body, timeout_s=5)
+    start = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        await _collect(up, body, timeout_s=0.2)
+    assert time.monotonic() - start >= 0.19
+    got = []
+    with pytest.raises(UpstreamError) as info:
+        async for chunk in up.stream(body, timeout_s=5):
+            got.append(chunk)
+    assert info.value.kind == "disconnect"
+    words = sum(_words(c["choices"][0]["delta"].get("reasoning_content")) for c in got if c["choices"])
+    assert words == 48  # dropped at the chunk boundary at 48 tokens
+    assert (await up.complete(body, timeout_s=5))["usage"]["completion_tokens"] == 50
+    s = up.stats
+    assert (s.errors_injected, s.hangs_injected, s.disconnects_injected) == (2, 1, 1)
+    assert [(c.script_index, c.tokens, c.closed_early, c.done) for c in s.connections] == [
+        (0, 0, False, True), (1, 0, False, True), (2, 0, True, False), (3, 48, True, False), (4, 50, False, True)]
+    assert s.connections_closed_early == 2 and s.tokens_sent == 98
+
+
+async def test_a_models_own_faults_fail_scripted_requests_without_using_the_script(profiles):
+    up = _faulty(profiles, error_rate=1.0, error_status=502)
+    with pytest.raises(UpstreamError):
+        await up.complete(_scripted({"tokens": 10, "answer": "1"}, {"tokens": 20, "answer": "2"}), timeout_s=5)
+    up.engine.settings = FAST  # the model recovers: the script starts from its first sample
+    assert (await up.complete(_scripted({"tokens": 10, "answer": "1"}), timeout_s=5))["usage"]["completion_tokens"] == 10
+
+
+async def test_a_shared_script_book_counts_across_models(profiles):
+    book = ScriptBook()
+    a = SimulatedUpstream("a", "Thinker", profiles, FAST, scripts=book)
+    b = SimulatedUpstream("b", "Talker", profiles, FAST, scripts=book)
+    lone = SimulatedUpstream("c", "Talker", profiles, FAST)
+    body = _scripted({"tokens": 10, "answer": "1"}, {"tokens": 20, "answer": "2"})
+    assert (await a.complete(body, timeout_s=5))["usage"]["completion_tokens"] == 10
+    assert (await b.complete(body, timeout_s=5))["usage"]["completion_tokens"] == 20
+    assert (await lone.complete(body, timeout_s=5))["usage"]["completion_tokens"] == 10  # its own book
+    assert book.served() == {"s": 2}
+
+
+@pytest.mark.parametrize("script, param", [
+    ("x", "sim_script"),
+    ({"id": "", "samples": [{"tokens": 1}]}, "sim_script.id"),
+    ({"id": "x", "samples": []}, "sim_script.samples"),
+    ({"id": "x", "samples": [{"tokens": 0}]}, "sim_script.samples[0].tokens"),
+    ({"id": "x", "samples": [{"tokens": 5}, {"tokens": 5, "answer": 3}]}, "sim_script.samples[1].answer"),
+    ({"id": "x", "samples": [{"tokens": 5, "error": 200}]}, "sim_script.samples[0].error"),
+    ({"id": "x", "samples": [{"tokens": 5, "hang": "yes"}]}, "sim_script.samples[0].hang"),
+    ({"id": "x", "samples": [{"tokens": 5, "disconnect_at": -1}]}, "sim_script.samples[0].disconnect_at"),
+    ({"id": "x", "samples": [{"tokens": 5, "colour": "red"}]}, "sim_script.samples[0]"),
+    ({"id": "x", "samples": [{"tokens": 5}], "extra": 1}, "sim_script"),
+])
+async def test_bad_scripts_are_rejected_without_moving_the_script_on(profiles, script, param):
+    up = SimulatedUpstream("sim-x", "Thinker", profiles, FAST)
+    with pytest.raises(UpstreamRejected) as info:
+        await up.complete(_ask("x", sim_script=script), timeout_s=5)
+    assert info.value.param == param
+    assert up.engine.scripts.served() == {}
+
+
+async def test_stats_record_each_connection_and_early_closes(profiles):
+    up = _faulty(profiles, tps=20_000, chunk=16)
+    await up.complete(_scripted({"tokens": 64, "answer": "1"}, script_id="full"), timeout_s=5)
+    assert len(await _collect(up, _scripted({"tokens": 64, "answer": "1"}, script_id="stream"))) > 4
+    stream = up.stream(_scripted({"tokens": 5000, "answer": "1"}, script_id="closed"), timeout_s=5)
+    async for chunk in stream:
+        if chunk["choices"] and chunk["choices"][0]["delta"].get("reasoning_content"):
+            break
+    await stream.aclose()  # what a cutoff does
+
+    async def consume() -> None:
+        async for _ in up.stream(_scripted({"tokens": 5000, "answer": "1"}, script_id="cancelled"), timeout_s=5):
+            pass
+
+    task = asyncio.create_task(consume())
+    while not up.stats.connections or up.stats.connections[-1].tokens < 64:
+        await asyncio.sleep(0.001)
+    assert up.stats.streams_open == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    conns = {c.script: c for c in up.stats.connections}
+    assert [c.id for c in up.stats.connections] == [1, 2, 3, 4]
+    assert (conns["full"].tokens, conns["full"].done, conns["full"].stream) == (64, True, False)
+    assert (conns["stream"].tokens, conns["stream"].done, conns["stream"].closed_early) == (64, True, False)
+    assert conns["closed"].closed_early and conns["closed"].tokens == 16
+    assert conns["cancelled"].closed_early and 64 <= conns["cancelled"].tokens < 5000
+    stats = up.stats.to_dict()
+    assert stats["connections_closed_early"] == 2 and stats["streams_open"] == 0 and stats["requests"] == 4
+    assert stats["tokens_sent"] == sum(c["tokens"] for c in stats["connections"])

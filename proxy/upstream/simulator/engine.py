@@ -22,6 +22,9 @@ Choices made here, all documented because callers measure against them:
   in `reasoning_content`.
 * **prompt_tokens** is an estimate: ceil(chars / 4) of each message's text + 4 per message + 3,
   the usual rule of thumb for English with chat framing; no tokenizer is loaded.
+* **Scripts**: a body's `sim_script` replaces the length and answer draws with scripted samples
+  of exact lengths, answers and faults (the model's own fault rates still apply); see
+  `script.py`. Length statistics live in `lengths.py`.
 * **Seeding**: with the request's integer `seed`, every draw is a pure function of
   (settings.seed, request seed, messages, choice index), independent of `n` and of other
   requests. Without it the engine's own RNG (seeded with settings.seed; None means OS entropy)
@@ -33,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
-import math
 import random
 import secrets
 import time
@@ -46,15 +48,15 @@ import orjson
 
 from proxy.config import SimulatorSettings
 from proxy.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
-from proxy.routing.profiles import ProfileRow, Profiles
+from proxy.routing.profiles import Profiles
+from proxy.upstream.simulator.lengths import Behaviour, LengthModel, pooled_behaviour, row_behaviour, simulatable_rows
+from proxy.upstream.simulator.script import ScriptBook, ScriptedSample, SimScript, parse_script, render_tail
 from proxy.upstream.simulator.tasks import SimTask, recognize
 
 __all__ = ["ChoicePlan", "FaultDecision", "LengthModel", "ResponsePlan", "SimEngine", "StreamEvent",
-           "estimate_prompt_tokens", "paced"]
+           "estimate_prompt_tokens", "paced", "simulatable_rows"]
 
-_Z90 = 1.2815515655446004  # standard normal 90th percentile
 _MIN_FILLER = 4  # the shortest sample still "thinks" a little before answering
-_SHIFT_RIGHT, _SHIFT_WRONG = 0.8, 1.25  # used only when a row has no per-class statistics
 _MIN_SLEEP_S = 0.001  # below this, sleeping costs more than it paces
 _FILLER = tuple(
     (
@@ -70,43 +72,26 @@ _CHAT_TAIL = tuple("In short, that is my answer.".split())
 
 
 @dataclass(frozen=True)
-class LengthModel:
-    """A clipped lognormal over completion tokens."""
-
-    median: float
-    sigma: float
-    hi: int
-
-    @classmethod
-    def from_quantiles(cls, p50: float, p90: float, hi: float) -> "LengthModel":
-        sigma = math.log(p90 / p50) / _Z90 if p50 > 0 and p90 > p50 else 0.05
-        return cls(max(p50, 1.0), max(sigma, 0.05), int(hi))
-
-    def scaled(self, factor: float) -> "LengthModel":
-        return LengthModel(max(self.median * factor, 1.0), self.sigma, self.hi)
-
-    def draw(self, rng: random.Random, lo: int) -> int:
-        x = rng.lognormvariate(math.log(self.median), self.sigma)
-        return int(min(max(round(x), lo), max(self.hi, lo)))
-
-
-@dataclass(frozen=True)
-class _Behaviour:
-    """What the simulator knows for one (profile model, task, difficulty)."""
-
-    accuracy: float
-    right: LengthModel
-    wrong: LengthModel
-    pooled: LengthModel
-
-
-@dataclass(frozen=True)
 class FaultDecision:
-    """The fault injected into one request: kind is none, error, disconnect or hang."""
+    """The fault injected into one request: kind is none, error, disconnect or hang.
+
+    A disconnect drops the stream after about half its chunks, or, when
+    `disconnect_after_tokens` is set (scripts), at the first chunk boundary at or past that
+    many completion tokens.
+    """
 
     kind: str
     latency_s: float
     status: int
+    disconnect_after_tokens: int | None = None
+
+    def drops_before(self, events_sent: int, tokens_sent: int, half: int) -> bool:
+        """True when the stream must be dropped instead of sending its next event."""
+        if self.kind != "disconnect":
+            return False
+        if self.disconnect_after_tokens is not None:
+            return tokens_sent >= self.disconnect_after_tokens
+        return events_sent == half
 
 
 @dataclass(frozen=True)
@@ -171,6 +156,10 @@ class ResponsePlan:
     task: SimTask | None
     tokens_per_second: float
     tokens_per_chunk: int
+    #: the script id and the position of the first scripted sample used, for scripted requests
+    script: str | None = None
+    script_index: int | None = None
+    scripted: tuple[ScriptedSample, ...] = ()
 
     @property
     def completion_tokens(self) -> int:
@@ -252,11 +241,41 @@ class SimEngine:
     models with the same seed still draw independently of each other's traffic.
     """
 
-    def __init__(self, profiles: Profiles, settings: SimulatorSettings) -> None:
+    def __init__(self, profiles: Profiles, settings: SimulatorSettings, scripts: ScriptBook | None = None) -> None:
         self.profiles = profiles
         self.settings = settings
+        self.scripts = scripts if scripts is not None else ScriptBook()
         self._rng = random.Random(settings.seed) if settings.seed is not None else random.Random()
-        self._behaviours: dict[tuple, _Behaviour] = {}
+        self._behaviours: dict[tuple, Behaviour] = {}
+
+    def prepare(self, body: dict, *, model: str, profile_model: str) -> tuple[FaultDecision, ResponsePlan]:
+        """The fault and the plan of one request, from its `sim_script` when it has one.
+
+        A scripted request's fault comes from its (first) scripted sample. The model's own fault
+        rates still apply (a downed model stays down for scripted traffic too): an injected
+        error or hang fails the request before it reaches the script, so it consumes no scripted
+        sample; an injected disconnect cuts the scripted stream half-way. With no fault rates
+        configured a scripted request draws nothing from the engine's RNG.
+        """
+        raw = body.get("sim_script")
+        if raw is None:
+            fault = self.fault(body)
+            return fault, self.plan(body, model=model, profile_model=profile_model)
+        script = parse_script(raw)
+        f = self.settings.faults
+        injected = self.fault(body) if (f.error_rate or f.disconnect_rate or f.hang_rate) else None
+        if injected is not None and injected.kind in ("error", "hang"):
+            return injected, self.plan(body, model=model, profile_model=profile_model)
+        plan = self.plan(body, model=model, profile_model=profile_model, script=script)
+        first = plan.scripted[0]
+        latency = f.latency_ms / 1000.0
+        if first.error is not None:
+            return FaultDecision("error", latency, first.error), plan
+        if first.hang:
+            return FaultDecision("hang", latency, 0), plan
+        if first.disconnect_at is not None:
+            return FaultDecision("disconnect", latency, 0, first.disconnect_at), plan
+        return injected or FaultDecision("none", latency, 0), plan
 
     def fault(self, body: dict) -> FaultDecision:
         """Which fault (if any) this request gets. Rates are shares of requests: one uniform draw
@@ -273,8 +292,12 @@ class SimEngine:
             kind = "hang"
         return FaultDecision(kind, f.latency_ms / 1000.0, f.error_status)
 
-    def plan(self, body: dict, *, model: str, profile_model: str) -> ResponsePlan:
-        """Decide every choice of the response. Raises `UpstreamRejected` for a malformed body."""
+    def plan(self, body: dict, *, model: str, profile_model: str, script: SimScript | None = None) -> ResponsePlan:
+        """Decide every choice of the response. Raises `UpstreamRejected` for a malformed body.
+
+        With `script`, the choices are the script's next samples (taken only once the body is
+        known to be valid, so a rejected request does not move the script on).
+        """
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise UpstreamRejected("'messages' must be a non-empty list of message objects", param="messages")
@@ -285,15 +308,22 @@ class SimEngine:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise UpstreamRejected("'seed' must be an integer", param="seed")
         task = recognize(_last_user_text(messages))
-        behaviour = self._behaviour(profile_model, task)
         info = self.profiles.models.get(profile_model)
         reasoning = bool(info and info.reasoning)
-        key = _request_key(self.settings.seed, body)
-        choices = tuple(
-            _draw_choice(i, random.Random(key + b"/choice/%d" % i) if key is not None else self._rng,
-                         task, behaviour, reasoning, cap)
-            for i in range(n)
-        )
+        scripted: list[tuple[int, ScriptedSample]] = []
+        if script is not None:
+            if not simulatable_rows(self.profiles, profile_model):
+                raise UpstreamError(f"the simulator has no profile rows for {profile_model!r}", kind="config")
+            scripted = self.scripts.take(script, n)
+            choices = tuple(_scripted_choice(i, pos, s, task, reasoning, cap) for i, (pos, s) in enumerate(scripted))
+        else:
+            behaviour = self._behaviour(profile_model, task)
+            key = _request_key(self.settings.seed, body)
+            choices = tuple(
+                _draw_choice(i, random.Random(key + b"/choice/%d" % i) if key is not None else self._rng,
+                             task, behaviour, reasoning, cap)
+                for i in range(n)
+            )
         return ResponsePlan(
             id=f"chatcmpl-{secrets.token_hex(12)}",
             created=int(time.time()),
@@ -303,22 +333,27 @@ class SimEngine:
             task=task,
             tokens_per_second=self.settings.tokens_per_second,
             tokens_per_chunk=self.settings.tokens_per_chunk,
+            script=script.id if script is not None else None,
+            script_index=scripted[0][0] if scripted else None,
+            scripted=tuple(s for _, s in scripted),
         )
 
-    def _behaviour(self, profile_model: str, task: SimTask | None) -> _Behaviour:
+    def _behaviour(self, profile_model: str, task: SimTask | None) -> Behaviour:
         key = (profile_model, task.task if task else None, task.difficulty if task else None)
         hit = self._behaviours.get(key)
         if hit is None:
-            rows = self.profiles.rows_for(profile_model)
+            rows = simulatable_rows(self.profiles, profile_model)
             if not rows:
                 raise UpstreamError(f"the simulator has no profile rows for {profile_model!r}", kind="config")
             row = self.profiles.row(profile_model, task.task, task.difficulty) if task else None
-            hit = _row_behaviour(row) if row is not None else _pooled_behaviour(rows)
+            if row is not None and row.tokens.p50 is None:
+                row = None  # a published row without a length distribution: the pooled one instead
+            hit = row_behaviour(row) if row is not None else pooled_behaviour(rows)
             self._behaviours[key] = hit
         return hit
 
 
-def _draw_choice(index: int, rng: random.Random, task: SimTask | None, b: _Behaviour, reasoning: bool,
+def _draw_choice(index: int, rng: random.Random, task: SimTask | None, b: Behaviour, reasoning: bool,
                  cap: int | None) -> ChoicePlan:
     """Draw one sample: outcome first, then a length from that outcome's distribution."""
     if task is None:
@@ -338,36 +373,17 @@ def _draw_choice(index: int, rng: random.Random, task: SimTask | None, b: _Behav
     return ChoicePlan(index, reasoning, filler, offset, tuple(tail), finish, answer, correct)
 
 
-def _row_behaviour(row: ProfileRow) -> _Behaviour:
-    t = row.tokens
-    hi = t.max if t.max is not None else t.p99
-    overall = LengthModel.from_quantiles(t.p50, t.p90, hi)
-
-    def per_class(stats: Any, mean: float | None, shift: float) -> LengthModel:
-        if stats is not None:
-            return LengthModel.from_quantiles(stats.p50, stats.p90, stats.max if stats.max is not None else hi)
-        if mean is not None and t.mean > 0:
-            return overall.scaled(mean / t.mean)
-        return overall.scaled(shift)
-
-    return _Behaviour(
-        accuracy=row.accuracy,
-        right=per_class(row.tokens_correct, row.tokens_correct_mean, _SHIFT_RIGHT),
-        wrong=per_class(row.tokens_wrong, row.tokens_wrong_mean, _SHIFT_WRONG),
-        pooled=overall,
-    )
-
-
-def _pooled_behaviour(rows: list[ProfileRow]) -> _Behaviour:
-    base = [r for r in rows if r.difficulty is None] or rows
-    weight = sum(r.n for r in base)
-    parts = [(r.n / weight, LengthModel.from_quantiles(r.tokens.p50, r.tokens.p90, 1)) for r in base]
-    mu = sum(w * math.log(m.median) for w, m in parts)
-    var = sum(w * (m.sigma**2 + (math.log(m.median) - mu) ** 2) for w, m in parts)
-    hi = max(r.tokens.max if r.tokens.max is not None else r.tokens.p99 for r in base)
-    pooled = LengthModel(math.exp(mu), math.sqrt(var), int(hi))
-    accuracy = sum(r.n * r.accuracy for r in base) / weight
-    return _Behaviour(accuracy, pooled.scaled(_SHIFT_RIGHT), pooled.scaled(_SHIFT_WRONG), pooled)
+def _scripted_choice(index: int, position: int, s: ScriptedSample, task: SimTask | None, reasoning: bool,
+                     cap: int | None) -> ChoicePlan:
+    """Exactly `s.tokens` tokens: filler, then the rendered answer; a cap cuts it like any sample."""
+    tail = render_tail(s)
+    filler, finish, answer = s.tokens - len(tail), "stop", s.answer
+    if cap is not None and s.tokens > cap:
+        filler, tail, finish = min(filler, cap), tail[: max(cap - filler, 0)], "length"
+        answer = None
+    correct = (answer == task.answer) if task is not None and answer is not None else None
+    offset = (position * 7) % len(_FILLER)  # different scripted samples read differently
+    return ChoicePlan(index, reasoning, filler, offset, tuple(tail), finish, answer, correct)
 
 
 def _filler_text(offset: int, start: int, end: int) -> str:

@@ -10,7 +10,11 @@ Faults per request (rates from the model's `simulator.faults`): `error` answers 
 status with an OpenAI envelope; `disconnect` closes the socket after about half the stream's
 chunks (before the response, for non-streaming) with no `[DONE]`; `hang` never answers until
 the client goes away. `GET /sim/stats` counts what clients actually received, so a test can
-check that a cancelled request stopped costing tokens.
+check that a cancelled request stopped costing tokens: totals, `streams_open`, and one record per
+recent request (`connections`: id, model, script, tokens written, closed_early, done).
+
+Scripted samples (`sim_script` in the body, see `script.py`) are counted per server process,
+across all its models, in arrival order.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
@@ -28,26 +32,16 @@ from proxy.config import Settings, SimulatorSettings
 from proxy.errors import ConfigError, ProxyError
 from proxy.routing.profiles import Profiles
 from proxy.upstream.simulator import default_sim_name
-from proxy.upstream.simulator.engine import FaultDecision, ResponsePlan, SimEngine, paced
+from proxy.upstream.simulator.engine import FaultDecision, ResponsePlan, SimEngine, paced, simulatable_rows
+from proxy.upstream.simulator.script import ScriptBook
+from proxy.upstream.simulator.stats import ConnectionStats, SimStats
 
-__all__ = ["SimStats", "build_sim_models", "create_sim_app", "run_sim_server"]
+__all__ = ["ConnectionStats", "SimStats", "build_sim_models", "create_sim_app", "run_sim_server"]
 
 log = logging.getLogger("proxy.simulator")
 
 #: configured name -> (profile model it imitates, its simulator settings)
 SimModels = dict[str, tuple[str, SimulatorSettings]]
-
-
-@dataclass
-class SimStats:
-    """Counters behind `GET /sim/stats`; one instance per app, never module-level."""
-
-    requests: int = 0
-    tokens_sent: int = 0
-    connections_closed_early: int = 0
-    errors_injected: int = 0
-    disconnects_injected: int = 0
-    hangs_injected: int = 0
 
 
 @dataclass
@@ -61,13 +55,14 @@ _STATE = web.AppKey("pareto_sim_state", _SimState)
 
 
 def build_sim_models(settings: Settings, profiles: Profiles) -> SimModels:
-    """The config's `provider: simulated` models by name; with none, every profiled model under
-    both its profile name (`R1`) and `default_sim_name` (`sim-r1`), with default settings.
+    """The config's `provider: simulated` models by name; with none, every profiled model that
+    has a length distribution (fitted rows; published tables may lack one) under both its
+    profile name (`R1`) and `default_sim_name` (`sim-r1`), with default settings.
 
-    Raises `ConfigError` for a simulated model whose profile has no rows: a typo in `profile`
-    should fail at start, not as a 502 on the first request.
+    Raises `ConfigError` for a simulated model whose profile has no such rows: a typo in
+    `profile` should fail at start, not as a 502 on the first request.
     """
-    known = set(profiles.model_names())
+    known = {m for m in profiles.model_names() if simulatable_rows(profiles, m)}
     configured = [m for m in settings.models if m.provider == "simulated"]
     if configured:
         out: SimModels = {}
@@ -93,8 +88,9 @@ def create_sim_app(models: SimModels, profiles: Profiles, *, max_body_bytes: int
     (and so one RNG stream), which keeps `R1` and `sim-r1` a single simulated model."""
     engines: dict[tuple[str, int], SimEngine] = {}
     by_name: dict[str, tuple[str, SimEngine]] = {}
+    scripts = ScriptBook()  # one count per process, across models: escalations get the next sample
     for name, (profile, sim) in models.items():
-        engine = engines.setdefault((profile, id(sim)), SimEngine(profiles, sim))
+        engine = engines.setdefault((profile, id(sim)), SimEngine(profiles, sim, scripts))
         by_name[name] = (profile, engine)
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_envelopes])
     app[_STATE] = _SimState(engines=by_name)
@@ -151,49 +147,64 @@ async def _models(request: web.Request) -> web.Response:
 
 
 async def _stats(request: web.Request) -> web.Response:
-    return _json(asdict(request.app[_STATE].stats))
+    return _json(request.app[_STATE].stats.to_dict())
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     stats = state.stats
-    stats.requests += 1
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
+        stats.open_connection("", stream=False).done = True
         return _error(400, "We could not parse the JSON body of your request.", code="invalid_json")
     if not isinstance(body, dict):
+        stats.open_connection("", stream=False).done = True
         return _error(400, "The request body must be a JSON object.", code="invalid_json")
     name = body.get("model")
-    entry = state.engines.get(name) if isinstance(name, str) else None
+    conn = stats.open_connection(name if isinstance(name, str) else "", stream=bool(body.get("stream")))
+    try:
+        return await _answer(request, state, body, conn)
+    finally:
+        if conn.open:  # cancelled (client gone) or dropped without being marked
+            stats.closed_early(conn)
+
+
+async def _answer(request: web.Request, state: _SimState, body: dict, conn: ConnectionStats) -> web.StreamResponse:
+    stats = state.stats
+    name = conn.model
+    entry = state.engines.get(name)
     if entry is None:
+        conn.done = True
         return _error(404, f"The model {name!r} does not exist.", param="model", code="model_not_found")
     profile, engine = entry
-    fault = engine.fault(body)
     try:
-        plan = engine.plan(body, model=name, profile_model=profile)
+        fault, plan = engine.prepare(body, model=name, profile_model=profile)
     except ProxyError as exc:
+        conn.done = True
         return _error(exc.status, exc.message, type_=exc.type, param=exc.param, code="invalid_value")
+    conn.script, conn.script_index = plan.script, plan.script_index
     if fault.latency_s > 0:
         await asyncio.sleep(fault.latency_s)
     if fault.kind == "error":
         stats.errors_injected += 1
+        conn.done = True
         return _error(fault.status, f"simulated upstream fault: HTTP {fault.status}", code="simulated_fault")
     if fault.kind == "hang":
         stats.hangs_injected += 1
         try:
             await _until_client_leaves(request)
         finally:
-            stats.connections_closed_early += 1
+            stats.closed_early(conn)
         return web.Response()  # never reaches anyone: the client is gone
     if body.get("stream"):
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        return await _stream(request, plan, fault, include_usage, stats)
+        return await _stream(request, plan, fault, include_usage, stats, conn)
     await asyncio.sleep(plan.generation_s)
     if fault.kind == "disconnect":
         stats.disconnects_injected += 1
-        stats.connections_closed_early += 1
+        stats.closed_early(conn)
         _drop(request)
         return web.Response()
     resp = _json(plan.response())
@@ -202,35 +213,37 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         # counted before the body is handed over, so a client that has read it sees it counted
         sent = plan.completion_tokens
-        stats.tokens_sent += sent
+        stats.sent(conn, sent)
         await resp.write_eof()
+        conn.done = True
     except ConnectionError:
-        stats.tokens_sent -= sent
-        stats.connections_closed_early += 1
+        stats.sent(conn, -sent)
+        stats.closed_early(conn)
     return resp
 
 
 async def _stream(request: web.Request, plan: ResponsePlan, fault: FaultDecision, include_usage: bool,
-                  stats: SimStats) -> web.StreamResponse:
+                  stats: SimStats, conn: ConnectionStats) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    cut_after = plan.n_events(include_usage) // 2 if fault.kind == "disconnect" else None
+    half = plan.n_events(include_usage) // 2
     sent = 0
     try:
         await resp.prepare(request)
         async for event in paced(plan.events(include_usage)):
-            if sent == cut_after:
+            if fault.drops_before(sent, conn.tokens, half):
                 stats.disconnects_injected += 1
-                stats.connections_closed_early += 1
+                stats.closed_early(conn)
                 _drop(request)
                 return resp
             await resp.write(b"data: " + orjson.dumps(event.chunk) + b"\n\n")
-            stats.tokens_sent += event.tokens
+            stats.sent(conn, event.tokens)
             sent += 1
         await resp.write(b"data: [DONE]\n\n")
+        conn.done = True
     except ConnectionError:
-        stats.connections_closed_early += 1
+        stats.closed_early(conn)
     except asyncio.CancelledError:
-        stats.connections_closed_early += 1
+        stats.closed_early(conn)
         raise
     return resp
 
