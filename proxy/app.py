@@ -29,6 +29,10 @@ from proxy.routing.estimate import CostEstimator
 from proxy.routing.policies import PolicySet
 from proxy.routing.profiles import Profiles
 from proxy.routing.router import KeyDefaultLabeller, Labeller, Router, RoutingTables, build_tables
+from proxy.strategies.breaker import CircuitBreaker
+from proxy.strategies.executor import Executor
+from proxy.strategies.sampler import RetryPolicy
+from proxy.verifiers.registry import default_registry
 from proxy.telemetry.logs import configure_logging
 from proxy.telemetry.metrics import Metrics
 from proxy.telemetry.traces import TraceWriter
@@ -156,7 +160,9 @@ def build_state(settings: Settings) -> AppState:
     keys, dev_key = KeyStore.from_settings(settings)
     metrics = Metrics()
     traces = TraceWriter(settings.traces_dir)
-    service = ChatService(settings, router, metrics, traces)
+    breaker, retry = CircuitBreaker(), RetryPolicy()
+    executor = Executor(catalog.entries, breaker, default_registry(), retry=retry)
+    service = ChatService(settings, router, executor, breaker, retry, metrics, traces)
     return AppState(settings, catalog, router, keys, metrics, traces, service, dev_key, int(time.time()))
 
 

@@ -43,12 +43,6 @@ class KeyDefaultLabeller:
         return TaskLabel(key_default, None, "key" if key_default else None)
 
 
-def executable_now(plan: Plan) -> bool:
-    """What the serving side can execute today: one sample, optionally capped at a cutoff with
-    no restart (the cap is sent as the upstream's native `max_tokens`)."""
-    return plan.strategy == "single" and (plan.cutoff_tokens is None or plan.restart == "stop")
-
-
 @dataclass(frozen=True, slots=True)
 class RoutingTables:
     profiles: Profiles | None
@@ -73,7 +67,7 @@ def candidates(catalog: Catalog) -> list[Candidate]:
 
 
 def build_tables(catalog: Catalog, profiles: Profiles | None, policies: PolicySet) -> RoutingTables:
-    planner = Planner(profiles, candidates(catalog), executable=executable_now) if profiles else None
+    planner = Planner(profiles, candidates(catalog)) if profiles else None
     return RoutingTables(profiles, policies, planner)
 
 

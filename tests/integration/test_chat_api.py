@@ -333,6 +333,17 @@ def test_upstream_down(client, proxy, validate):
     _assert_error(raw_chat(proxy, {"model": "down", "messages": MSG, "stream": True}), 502, validate)
 
 
+def test_breaker_opens_for_a_downed_model(client, proxy):
+    for _ in range(3):  # 3 attempts each: the breaker (5 failures) opens during the second request
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model="down", messages=MSG)
+    with pytest.raises(openai.APIStatusError) as ei:
+        client.chat.completions.create(model="down", messages=MSG)
+    assert ei.value.status_code == 502 and "circuit breaker is open" in ei.value.message
+    metrics = httpx.get(f"{proxy.url}/metrics").text
+    assert 'pareto_upstream_errors_total{kind="connect",model="down"}' in metrics
+
+
 def test_upstream_timeout(proxy, validate):
     _assert_error(raw_chat(proxy, {"model": "hang", "messages": MSG}), 504, validate, code="upstream_timeout")
     _assert_error(raw_chat(proxy, {"model": "hang", "messages": MSG, "stream": True}), 504, validate)

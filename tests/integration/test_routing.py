@@ -54,9 +54,12 @@ def client(env) -> OpenAI:
 def test_policies_choose_per_objective_and_say_why(client):
     acc = explain(client, "auto/accurate", task="math")
     cheap = explain(client, "auto/cheap", task="math", accuracy_target=0.5)
-    # QwQ is the most accurate single-sample model on math in the shipped profile, Deepseek the cheapest
-    assert acc["served_by"] == "qwq" and acc["plan"]["predicted_accuracy"] > cheap["plan"]["predicted_accuracy"]
+    assert acc["plan"]["predicted_accuracy"] > cheap["plan"]["predicted_accuracy"] >= 0.5
     assert cheap["plan"]["predicted_cost_p50"] < acc["plan"]["predicted_cost_p50"]
+    for r in (acc, cheap):
+        assert r["served_by"] == r["plan"]["model"]
+        # one sample record per upstream call: a multi-sample plan shows all of them
+        assert len(r["samples"]) >= r["plan"].get("k", 1) or r["plan"].get("aggregator") in ("short_m", "first_finish")
     assert acc["reason"].startswith("accurate") and cheap["reason"].startswith("cheap")
     # the request's own constraints: a target nobody reaches is said so
     hard = explain(client, "auto/cheap", task="math", accuracy_target=0.99)
@@ -68,6 +71,7 @@ def test_capabilities_constrain_the_choice(client):
     r = client.chat.completions.create(model="auto/accurate", messages=MSG, tools=tools, max_tokens=100,
                                        extra_body={"routing": {"explain": True, "task": "math"}})
     assert r.model != "qwq", "qwq is configured without tool support"
+    assert r.model_extra["routing"]["plan"]["strategy"] == "single", "tool calls cannot be voted"
 
 
 def test_unknown_policy(client):
@@ -85,7 +89,9 @@ def test_shadow_mode_serves_default_and_records_the_plan(client, env):
     assert r.model == "cheapo"
     t = wait_trace(proxy.tmp / "traces", r.id)
     assert t["plan"]["model"] == "cheapo"
-    assert t["shadow_plan"]["model"] == "qwq" and t["shadow_plan"]["predicted_accuracy"] > 0
+    planned = explain(client, "auto/accurate", task="math")["plan"]  # the same objective, not in shadow
+    assert t["shadow_plan"]["model"] == planned["model"] != "cheapo"
+    assert t["shadow_plan"]["predicted_accuracy"] == planned["predicted_accuracy"]
 
 
 def test_reload_swaps_policies_without_restart(client, env):
@@ -122,5 +128,5 @@ def test_conversation_stays_on_its_model(client):
     assert b.model == a.model
     # a fresh conversation is free to go elsewhere
     c = client.chat.completions.create(model="auto/cheap", messages=[{"role": "user", "content": "hello"}],
-                                       max_tokens=50, extra_body={"routing": {"task": "science", "accuracy_target": 0.3}})
-    assert c.model != a.model, "a fresh conversation is not pinned"
+                                       max_tokens=50, extra_body={"routing": {"task": "science", "explain": True}})
+    assert not c.model_extra["routing"]["reason"].startswith("conversation stays"), "a fresh conversation is not pinned"
