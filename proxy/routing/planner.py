@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from proxy.budget.pricing import ModelPrice
+from proxy.routing.cutoffs import cutoff_for_level
 from proxy.routing.plan import Plan, from_strategy
 from proxy.routing.policies import Policy
 from proxy.routing.profiles import ProfileRow, Profiles
@@ -67,6 +70,7 @@ class _Cell:
 
     plans: list[Plan]
     acc: np.ndarray
+    se: np.ndarray
     tok_mean: np.ndarray
     tok_p50: np.ndarray
     tok_p95: np.ndarray
@@ -135,16 +139,25 @@ class Planner:
         # unless the policy has a verifier that can judge them
         single_only = (req.needs_tools or req.needs_json) and not policy.verifiers.get(req.task or "")
         plans: list[Plan] = []
-        stats: list[tuple[float, float, float, float, float, float, float]] = []
+        stats: list[tuple[float, float, float, float, float, float, float, float]] = []
         for c in self._candidates(policy, req):
             base = self.profiles.row(c.profile, req.task, req.difficulty) if req.task else None
             if base is None:
                 continue
             assert c.price is not None
             pin, pout = c.price.input_usd_per_mtok / 1e6, c.price.output_usd_per_mtok / 1e6
+            srows = self.profiles.strategy_rows(c.profile, req.task, req.difficulty)
+            # strategy rows count problems; the plain row counts samples (correlated per problem)
+            problems = max((r.n for r in srows), default=base.n)
+            # cut rows were measured at the task-level threshold of the fit's level: usable only
+            # when this policy's failure level reads the same cut from the curve
+            task_row = self.profiles.row(c.profile, req.task) or base
+            cut = cutoff_for_level(task_row, policy.failure_level)
             rows: list[tuple[Plan, ProfileRow, float]] = [(Plan(model=c.name), base, 1.0)]
-            for row in self.profiles.strategy_rows(c.profile, req.task, req.difficulty):
+            for row in srows:
                 p = _plan_from_row(row, c.name)
+                if p.cutoff_tokens is not None and p.cutoff_tokens != cut:
+                    continue  # measured at another failure level than this policy's
                 if p.restart == "escalate":
                     p = p.with_(fallback_model=policy.fallback_model)
                 rows.append((p, row, float((row.plan or {}).get("samples_mean", p.max_samples))))
@@ -154,12 +167,17 @@ class Planner:
                 t = row.tokens
                 if t.mean is None:  # a published row with accuracy only: no cost can be predicted
                     continue
+                n = row.n if row.strategy is not None else problems
+                acc = row.accuracy
+                if row.strategy is not None and policy.shrinkage_problems > 0:
+                    acc = base.accuracy + (acc - base.accuracy) * n / (n + policy.shrinkage_problems)
+                se = math.sqrt(max(acc * (1 - acc), 0.01) / max(n, 1))
                 p50 = t.p50 if t.p50 is not None else t.mean
                 p95 = t.p95 if t.p95 is not None else t.mean
                 plans.append(p)
-                stats.append((row.accuracy, t.mean, p50, p95, samples, pin, pout))
-        arr = np.array(stats, dtype=float).reshape(-1, 7)
-        cell = _Cell(plans, *(arr[:, i].copy() for i in range(7)), policy=policy)
+                stats.append((acc, se, t.mean, p50, p95, samples, pin, pout))
+        arr = np.array(stats, dtype=float).reshape(-1, 8)
+        cell = _Cell(plans, *(arr[:, i].copy() for i in range(8)), policy=policy)
         self._cells[key] = cell
         return cell
 
@@ -181,7 +199,8 @@ class Planner:
         return cell.plans[i].with_(
             predicted_accuracy=float(cell.acc[i]), predicted_cost_p50=float(p50[i]), predicted_cost_p95=float(p95[i]),
             predicted_tokens_p50=float(cell.tok_p50[i]), predicted_tokens_p95=float(cell.tok_p95[i]), reason=reason,
-            details={"predicted_cost_mean": float(mean[i]), "options": len(cell.plans)},
+            details={"predicted_cost_mean": float(mean[i]), "options": len(cell.plans),
+                     "predicted_accuracy_se": float(cell.se[i])},
         )
 
     def plan(self, policy: Policy, request: PlanRequest) -> Plan:
@@ -220,9 +239,12 @@ class Planner:
                 return self._predicted(cell, i, mean, p50, p95, self._reason(policy, cell, i, mean, p95, notes))
         obj = policy.objective
         if obj == "accurate":
-            best = cell.acc[pool].max()
-            near = pool & (cell.acc >= best - policy.accuracy_tolerance)
+            b = int(np.where(pool, cell.acc, -1).argmax())
+            tol = max(policy.accuracy_tolerance, policy.accuracy_z * cell.se[b])
+            near = pool & (cell.acc >= cell.acc[b] - tol)
             i = int(np.where(near, mean, np.inf).argmin())
+            if i != b:
+                notes.append(f"as accurate as the best ({cell.acc[b]:.3f}) within {tol:.3f} of measurement noise")
         elif obj == "balanced":
             score = 100.0 * cell.acc - policy.lambda_usd * mean
             i = int(np.where(pool, score, -np.inf).argmax())

@@ -30,6 +30,13 @@ class Policy(BaseModel):
     - `cheap`: the lowest mean cost with accuracy >= `accuracy_target`.
     - `predictable`: the lowest p95 cost with accuracy >= `accuracy_target`.
     When no plan reaches the target, cheap and predictable take the most accurate plan and say so.
+
+    Measured accuracies are noisy (a strategy row rests on tens of problems, and the best of a
+    hundred noisy options overstates itself). Two knobs, off by default because neither helped
+    on held-out problems of the shipped traces (bench/RESULTS.md): `shrinkage_problems` shrinks
+    each strategy's gain over the model's single sample by `n / (n + shrinkage_problems)` for a
+    row measured on `n` problems; `accuracy_z` makes `accurate` treat as tied every plan within
+    that many (unpaired) standard errors of the best, or `accuracy_tolerance` if wider.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -39,6 +46,8 @@ class Policy(BaseModel):
     lambda_usd: float = Field(default=20.0, ge=0)
     accuracy_target: float = Field(default=0.7, ge=0, le=1)
     accuracy_tolerance: float = Field(default=0.01, ge=0, le=1)
+    accuracy_z: float = Field(default=0.0, ge=0, le=5)
+    shrinkage_problems: float = Field(default=0.0, ge=0)
     failure_level: float = Field(default=0.1, gt=0, lt=1)
     cutoffs: bool = True
     models: list[str] | None = None
