@@ -7,7 +7,7 @@ held-out problems this replays, with `replay`'s engine and draw scheme (`run_con
 permutations, common random numbers):
 
 * the shipped policies (accurate, balanced, cheap, predictable), with cutoffs on and off;
-* every static configuration (trace model x `simulate.DEFAULT_GRID`, cut at the fold's learned
+* every static configuration (trace model x `grid.DEFAULT_GRID`, cut at the fold's learned
   task-level threshold), on the held-out *and* the training problems: the most accurate one on
   the training part is what a user could have picked, the best on the pooled held-out set is
   the (unreachable) hindsight reference;
@@ -47,13 +47,13 @@ sys.path.insert(0, str(ROOT))
 
 from proxy.budget.pricing import ModelPrice
 from proxy.profiling.fit import fit_profiles, split_by_problem
-from proxy.profiling.replay import Measured, pareto_frontier
-from proxy.profiling.simulate import (
+from proxy.profiling.grid import (
     DEFAULT_GRID,
     GridConfig,
     group_problems,
     run_config,
 )
+from proxy.profiling.replay import Measured, pareto_frontier
 from proxy.profiling.tracedata import read_prices, read_traces, select
 from proxy.routing.cutoffs import cutoff_for_level
 from proxy.routing.plan import Plan

@@ -353,7 +353,7 @@ def _strategy_rows(
     The cut configurations cut at the task-level thresholds just fitted (`rows`), and the
     difficulty bins are the ones of this fit, so strategy rows and plain rows agree.
     """
-    from proxy.profiling.simulate import DEFAULT_GRID, DEFAULT_SEEDS, strategy_rows
+    from proxy.profiling.grid import DEFAULT_GRID, DEFAULT_SEEDS, strategy_rows
 
     added = strategy_rows(table, prices, rows=rows, difficulty=difficulty)
     for row in added:

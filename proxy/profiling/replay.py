@@ -7,7 +7,7 @@ the plan on that problem's recorded samples. Every number is averaged over seede
 permutations of the draw order.
 
 Next to the policy, the same problems are replayed under every *static* configuration (each
-model x the strategy grid of `simulate.DEFAULT_GRID`): the single-sample and majority@8 ones
+model x the strategy grid of `grid.DEFAULT_GRID`): the single-sample and majority@8 ones
 are the baselines, and the configurations no other is both cheaper and more accurate than form
 the cost/accuracy frontier a policy has to reach. Static and policy runs share the same
 permutations (common random numbers), so their differences are not draw noise.
@@ -29,14 +29,16 @@ import numpy as np
 
 from proxy.budget.pricing import ModelPrice
 from proxy.errors import ConfigError
-from proxy.profiling.simulate import (
+from proxy.profiling.grid import (
     DEFAULT_GRID,
     GridConfig,
+    group_problems,
+    run_config,
+)
+from proxy.profiling.simulate import (
     Outcome,
     ProblemSamples,
     Verifier,
-    group_problems,
-    run_config,
 )
 from proxy.profiling.tracedata import TraceDataError, read_prices, read_traces
 from proxy.routing.planner import Candidate, Planner, PlanRequest

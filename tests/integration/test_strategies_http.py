@@ -138,7 +138,14 @@ def test_client_disconnect_during_heartbeats_closes_every_upstream_stream(proxy,
     with httpx.stream("POST", f"{proxy.base_url}/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {KEY}"}) as r:
         rid = r.headers["x-pareto-request-id"]
-        next(r.iter_lines())  # the first heartbeat, then hang up
+        lines = r.iter_lines()  # held: a dropped iterator would close the response at once
+        next(lines)  # the first heartbeat
+        deadline = time.monotonic() + 10  # hang up once both upstream streams are under way
+        while time.monotonic() < deadline:
+            live = [c for c in stats(sim)["connections"] if c["script"] == body["sim_script"]["id"]]
+            if len(live) == 2 and all(c["tokens"] > 0 for c in live):
+                break
+            time.sleep(0.02)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and stats(sim)["streams_open"]:
         time.sleep(0.05)

@@ -55,7 +55,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     prices = tmp_path / "prices.csv"
     prices.write_text("trace_model,input_usd_per_mtok,output_usd_per_mtok\nA,1,10\nB,1,2\n")
     rows = [
-        {"model": m, "task": "math", "difficulty": None, "n": 6, "accuracy": 0.6, "tokens": _stats(2000)}
+        # the curve puts the cut of the policies' level (0.1) at 1500, where the cut row was measured
+        {"model": m, "task": "math", "difficulty": None, "n": 6, "accuracy": 0.6, "tokens": _stats(2000),
+         "failure_curve": [[1000, 0.3], [1500, 0.05]]}
         for m in ("A", "B")
     ]
     rows += [

@@ -9,14 +9,16 @@ import random
 import numpy as np
 import pytest
 
-from proxy.profiling.simulate import (
+from proxy.profiling.grid import (
     DEFAULT_GRID,
-    FORCE_ANSWER_TOKENS,
     GridConfig,
+    strategy_rows,
+)
+from proxy.profiling.simulate import (
+    FORCE_ANSWER_TOKENS,
     NotReplayable,
     ProblemSamples,
     simulate,
-    strategy_rows,
 )
 from proxy.profiling.tracedata import read_traces
 from proxy.routing.plan import Plan
