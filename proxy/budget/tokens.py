@@ -8,6 +8,7 @@ rather than nothing.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 from functools import lru_cache
@@ -35,3 +36,11 @@ def count_tokens(text: str) -> int:
     if enc is None:
         return max(1, len(text) // 4)
     return len(enc.encode(text, disallowed_special=()))
+
+
+async def warm() -> None:
+    """Load the encoding off the event loop, once. It costs about a second and 70 MB, so it is
+    paid only by a process that counts tokens itself (live cutoffs on a real upstream), when it
+    first needs to, and never blocks the loop while streams are being read."""
+    if _encoding.cache_info().currsize == 0:
+        await asyncio.to_thread(_encoding)

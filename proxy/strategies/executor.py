@@ -33,7 +33,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from proxy.budget.tokens import count_tokens
 from proxy.errors import ModelNotFound, ProxyError, UpstreamRejected
 from proxy.routing.catalog import ModelEntry
 from proxy.routing.plan import Plan
@@ -135,11 +134,6 @@ class Executor:
         self.force_answer_tokens = force_answer_tokens
         self.clock = clock
         self.sampler = Sampler(breaker, retry, native_cutoffs=native_cutoffs, sleep=sleep, clock=clock)
-        if any(e.provider != "simulated" for e in entries.values()):
-            # tiktoken loads its encoding on first use (about a second, blocking the loop): pay
-            # that now, not in the middle of the first stream, where a blocked loop lets the
-            # upstream run on unread and unbilled
-            count_tokens("warm-up")
 
     def entry(self, name: str) -> ModelEntry:
         e = self.entries.get(name)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.budget.tokens import count_tokens
+from proxy.budget.tokens import warm as warm_tokenizer
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from proxy.routing.catalog import ModelEntry
 from proxy.strategies.answers import extract_answer
@@ -228,6 +229,10 @@ class Sampler:
         """One sample of `entry`, retried before its first token; never raises an upstream error
         (it is on the returned Sample). Every call made is appended to `log` as it starts; a call
         refused by an open circuit is not a call and is only returned."""
+        if entry.provider != "simulated":
+            # the tokenizer loads off the loop before the first stream is read: a blocked loop
+            # would let the upstream run on, unread and unbilled
+            await warm_tokenizer()
         attempt = 0
         while True:
             attempt += 1
