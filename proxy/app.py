@@ -167,8 +167,16 @@ def build_state(settings: Settings) -> AppState:
 
 
 def make_labeller() -> Labeller:
-    """The task classifier when its weights ship, else explicit task > the key's default."""
-    return KeyDefaultLabeller()
+    """The task classifier (explicit task > key default > classifier above its confidence
+    floor); without its weights file, explicit task > the key's default."""
+    from proxy.routing.classifier import TaskClassifier
+
+    try:
+        return TaskClassifier.load()
+    except (ConfigError, OSError) as e:
+        log.warning("task classifier unavailable; tasks come from routing.task or the key",
+                    extra={"error": str(e)})
+        return KeyDefaultLabeller()
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

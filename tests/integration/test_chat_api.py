@@ -439,3 +439,18 @@ def test_client_disconnect_cancels_upstream_and_bills_what_was_received(proxy, s
     billed = t["samples"][0]["completion_tokens"]
     assert 0 < billed <= sent + 64, (billed, sent)
     assert t["cost_usd"] > 0
+
+
+def test_task_is_labelled_from_the_last_user_turn(proxy):
+    b = OpenAI(base_url=proxy.base_url, api_key=KEY_B, max_retries=0, timeout=30)  # a key with no default task
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "Write a Python function that merges two sorted lists."},
+                {"role": "assistant", "content": "def merge(a, b): ..."},
+                {"role": "user", "content": "What is 48 * 17? Put the final answer in \\boxed{}."}]
+    r = b.chat.completions.create(model="auto", messages=messages, max_tokens=50,
+                                  extra_body={"routing": {"explain": True}})
+    routing = r.model_extra["routing"]
+    assert (routing["task"], routing["task_source"]) == ("math", "classifier")
+    r = b.chat.completions.create(model="auto", messages=messages, max_tokens=50,
+                                  extra_body={"routing": {"explain": True, "task": "science"}})
+    assert (r.model_extra["routing"]["task"], r.model_extra["routing"]["task_source"]) == ("science", "explicit")

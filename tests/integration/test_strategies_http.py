@@ -106,8 +106,8 @@ def test_live_cutoff_and_restart(client, proxy):
     assert cut["cut"] and 500 <= cut["completion_tokens"] <= 500 + 16
     assert second["selected"] and second["completion_tokens"] == 200
     metrics = httpx.get(f"{proxy.url}/metrics").text
-    assert 'pareto_cutoffs_total{model="r1",task="chat"}' in metrics
-    assert 'pareto_restarts_total{model="r1",task="chat"}' in metrics
+    assert 'pareto_cutoffs_total{model="r1",task="math"}' in metrics, "the classifier labels the prompt math"
+    assert 'pareto_restarts_total{model="r1",task="math"}' in metrics
     assert 'pareto_tokens_total{model="r1",type="wasted"}' in metrics
 
 
