@@ -4,7 +4,7 @@ The tasks come from the simulator's generators (arithmetic -> math, multiple cho
 so every answer can be graded against the truth. Each target (the router aliases for each policy,
 and each fixed model) gets the same prompts through the real `openai` client; the table shows
 what the policies buy: accuracy, cost per request, p95 cost, and the share of completion tokens
-wasted on cut or cancelled samples.
+wasted on cut or cancelled samples (losing votes of a majority are not waste: they voted).
 
 Without `--url` the demo starts its own proxy on the embedded defaults (simulated models) on a
 free port and stops it afterwards.
@@ -78,7 +78,7 @@ async def _one(client, target: str, task: SimTask, res: TargetResult, sem: async
     res.models[r.model] = res.models.get(r.model, 0) + 1
     for s in (r.model_extra or {}).get("routing", {}).get("samples", []):
         res.completion_tokens += s["completion_tokens"]
-        if s.get("cut") or s.get("cancelled") or not s.get("selected"):
+        if s.get("cut") or s.get("cancelled"):  # DESIGN's "wasted": cut or cancelled samples
             res.wasted_tokens += s["completion_tokens"]
 
 
