@@ -9,11 +9,13 @@ Why it looks like this:
   user turn; well-known injected wrappers (``<system-reminder>``, ``<environment_details>``,
   ...) are cut out of the text.
 - **How fast.** It runs on every routed request, on a 2-core box, so the budget is p99 <=
-  100 us. Everything costly is done once at load (a dense weight table indexed by hashed
-  feature, the bucket of every meta feature); per request it is a handful of C-level passes
-  over at most ``head_chars + tail_chars`` bytes (lower-case and punctuation translation,
-  ``split``, ``zlib.crc32`` per token), a numpy bigram hash, one gather and one small matmul.
-  Regular expressions were measured too slow for tokenizing here and are not used for it.
+  100 us (bench/classifier_latency.py measures it). Everything costly is done once at load (a
+  dense weight table indexed by hashed feature); per request it is a few C-level passes over at
+  most ``head_chars + tail_chars`` bytes (byte-table translation, ``replace``, ``split``), one
+  ``zlib.crc32`` per token for at most ``head_tokens + tail_tokens`` tokens (at ~0.1 us per
+  token that is the main cost, hence the caps), about eight numpy calls (bigram hashing, one
+  gather, one matrix-vector product) and a softmax over eight floats in plain Python. Regular
+  expressions were measured too slow for tokenizing here and are not used for it.
 - **Stable hashing.** Python's ``hash`` is salted per process, so tokens are hashed with
   ``crc32`` and mixed into buckets with a multiplicative hash; training
   (``scripts/train_classifier.py``) calls :class:`Featurizer` itself, so training and serving
@@ -29,9 +31,12 @@ import math
 import re
 import string
 import zlib
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -54,7 +59,7 @@ LabelSource = Literal["explicit", "key", "classifier"]
 _INJECTED = re.compile(
     r"<(system-reminder|environment_details|tool_result|tool_output|function_results|function_calls)\b[^>]*>"
     r".*?</\1>",
-    re.S,
+    re.DOTALL,
 )
 _TEXT_PARTS = frozenset(("text", "input_text"))
 
@@ -70,14 +75,14 @@ def _content_text(content: Any) -> str:
         )
     else:
         return ""
-    if "</" in text:
+    if "<" in text and "</" in text:  # a one-character test is memchr-fast; "</" is not
         text = _INJECTED.sub(" ", text)
-    return text.strip()
+    return "" if not text or text.isspace() else text
 
 
 def last_user_text(messages: Iterable[Mapping[str, Any]]) -> str:
     """The text of the last user turn that has any; "" when there is none."""
-    for message in reversed(list(messages)):
+    for message in reversed(messages if isinstance(messages, Sequence) else list(messages)):
         if isinstance(message, Mapping) and message.get("role") == "user":
             text = _content_text(message.get("content"))
             if text:
@@ -88,8 +93,11 @@ def last_user_text(messages: Iterable[Mapping[str, Any]]) -> str:
 # -- features ------------------------------------------------------------------------------
 
 #: punctuation that carries the signal of code, formulas, grids and clause lists: kept as tokens
-_KEEP = "(){}[]=+-*/^|#:;?<>$\\&~!%"
-_SPLITS = tuple((c.encode(), f" {c} ".encode()) for c in _KEEP)
+_KEEP = b"(){}[]=+-*/^|#:;?<>$\\&~!%"
+#: byte -> (the byte, the byte with spaces around it), for the kept punctuation
+_SPACED = MappingProxyType({c: (bytes([c]), b" " + bytes([c]) + b" ") for c in _KEEP})
+#: every byte but the kept punctuation: `data.translate(None, _NOT_KEPT)` leaves only those
+_NOT_KEPT = bytes(c for c in range(256) if c not in _KEEP)
 
 
 def _translation() -> bytes:
@@ -101,7 +109,7 @@ def _translation() -> bytes:
     for c in b"123456789":
         table[c] = ord("0")
     for c in string.punctuation.encode():
-        if chr(c) not in _KEEP and c != ord("_"):
+        if c not in _KEEP and c != ord("_"):
             table[c] = ord(" ")
     return bytes(table)
 
@@ -110,43 +118,31 @@ _TABLE = _translation()
 _DIGITS = b"0123456789"
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
-#: lines that look like the options of a multiple-choice question (on lower-cased text)
-_OPTION_MARKS = (b"\nb)", b"\n(b)", b"\nb.", b"\nb:", b" b) ", b"(b) ", b"\n b)", b"\n- b)")
-#: meta features: a few character-class facts the bag of words cannot see
-META_FEATURES = (
-    *(f"len{i}" for i in range(5)), *(f"lines{i}" for i in range(4)), *(f"digits{i}" for i in range(5)),
-    "fence", "options", "indent",
-)
-_LEN_BINS = (60, 200, 600, 2000)
-_LINE_BINS = (1, 4, 16)
-_DIGIT_BINS = (1e-9, 0.02, 0.08, 0.2)
-
-
-def _bin(value: float, edges: tuple[float, ...]) -> int:
-    for i, edge in enumerate(edges):
-        if value < edge:
-            return i
-    return len(edges)
+#: meta features: character-class facts the bag of words cannot see, as (name, bin edges): the
+#: length in characters, the number of newlines and the share of digits. Code fences, indentation
+#: and option-letter lines were tried too and dropped: grouped cross-validation showed no gain
+#: (their tokens already carry them) for ~1 us per KB of text each.
+_BINNED = (("len", (60, 200, 600, 2000)), ("lines", (1, 4, 16)), ("digits", (1e-9, 0.02, 0.08, 0.2)))
+META_FEATURES = tuple(f"{name}{i}" for name, edges in _BINNED for i in range(len(edges) + 1))
 
 
 class Featurizer:
-    """Text -> (bucket indices, values) of a hashed bag of word unigrams and bigrams plus meta
-    features. Token features share the value 1/sqrt(number of token features) (so long and short
-    prompts give logits of the same scale); meta features have value 1. Duplicate buckets add up.
-    """
+    """Text -> the hashed bag of its word unigrams and bigrams plus a few meta features.
+    Duplicate buckets add up (counts); see `__call__` for the hashing and the values."""
 
-    def __init__(self, bits: int, head_chars: int, tail_chars: int) -> None:
+    def __init__(self, bits: int, head_chars: int, tail_chars: int, head_tokens: int, tail_tokens: int) -> None:
         if not 8 <= bits <= 24:
             raise ValueError(f"hash bits must be in [8, 24], got {bits}")
+        if min(head_chars, tail_chars, head_tokens, tail_tokens) < 1:
+            raise ValueError("clip sizes must be positive")
         self.bits = bits
-        self.head_chars = head_chars
-        self.tail_chars = tail_chars
+        self.head_chars, self.tail_chars = head_chars, tail_chars
+        self.head_tokens, self.tail_tokens = head_tokens, tail_tokens
         self._shift = np.uint64(64 - bits)
-        crcs = np.array([zlib.crc32(b"\x00meta:" + n.encode()) for n in META_FEATURES], np.uint64)
-        self.meta_bucket: Mapping[str, int] = dict(zip(META_FEATURES, self._unigram_buckets(crcs).tolist()))
-
-    def _unigram_buckets(self, crcs: np.ndarray) -> np.ndarray:
-        return ((crcs * _M1) >> self._shift).astype(np.intp)
+        # the hot path carries each meta feature's crc key and hashes it with the tokens' keys
+        b = {n: zlib.crc32(b"\x00meta:" + n.encode()) for n in META_FEATURES}
+        self._len_b, self._lines_b, self._digits_b = (
+            tuple(b[f"{name}{i}"] for i in range(len(edges) + 1)) for name, edges in _BINNED)
 
     def _clip(self, text: str) -> str:
         """Very long turns: the head (where the question usually is) and the tail (the instruction)."""
@@ -154,53 +150,58 @@ class Featurizer:
             return text[: self.head_chars] + "\n" + text[-self.tail_chars:]
         return text
 
-    @staticmethod
-    def _tokens(raw: bytes) -> list[bytes]:
+    def _tokens(self, raw: bytes) -> list[bytes]:
+        """Lower-cased words, '0'-shaped numbers and kept punctuation; at most head + tail tokens
+        (hashing costs ~0.1 us per token here, so punctuation-dense turns are capped too)."""
         data = raw.translate(_TABLE)
-        for char, spaced in _SPLITS:
-            if char in data:
-                data = data.replace(char, spaced)
-        return data.split()
+        for c in set(data.translate(None, _NOT_KEPT)):  # only the kept punctuation that occurs
+            char, spaced = _SPACED[c]
+            data = data.replace(char, spaced)
+        # split only what is kept: the first head_tokens, then the last tail_tokens of the rest
+        toks = data.split(None, self.head_tokens)
+        if len(toks) <= self.head_tokens:
+            return toks
+        tail = toks.pop().rsplit(None, self.tail_tokens)
+        return toks + (tail[1:] if len(tail) > self.tail_tokens else tail)
 
     def tokens(self, text: str) -> list[bytes]:
         """The normalized tokens of `text` (clipped to its head and tail)."""
         return self._tokens(self._clip(text).encode("utf-8", "replace"))
 
-    def _meta(self, raw: bytes, n_chars: int) -> list[str]:
-        data = raw.lower()
-        digits = len(data) - len(data.translate(None, _DIGITS))
-        newlines = data.count(b"\n")
-        found = [
-            f"len{_bin(n_chars, _LEN_BINS)}",
-            f"lines{_bin(newlines, _LINE_BINS)}",
-            f"digits{_bin(digits / max(len(data), 1), _DIGIT_BINS)}",
+    def _meta(self, raw: bytes, n_chars: int) -> list[int]:
+        """The crc keys of the meta features present."""
+        size = len(raw) or 1
+        return [
+            self._len_b[bisect_right(_BINNED[0][1], n_chars)],
+            self._lines_b[bisect_right(_BINNED[1][1], raw.count(b"\n"))],
+            self._digits_b[bisect_right(_BINNED[2][1], (size - len(raw.translate(None, _DIGITS))) / size)],
         ]
-        if b"```" in data:
-            found.append("fence")
-        if any(mark in data for mark in _OPTION_MARKS):
-            found.append("options")
-        if b"\n    " in data or b"\n\t" in data:
-            found.append("indent")
-        return found
 
     def meta(self, text: str) -> list[str]:
-        """The meta features present in `text`."""
-        return self._meta(self._clip(text).encode("utf-8", "replace"), len(text))
+        """The names of the meta features present in `text` (for tests and debugging)."""
+        names = {zlib.crc32(b"\x00meta:" + n.encode()): n for n in META_FEATURES}
+        return [names[c] for c in self._meta(self._clip(text).encode("utf-8", "replace"), len(text))]
 
-    def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, text: str) -> tuple[np.ndarray, float]:
+        """(bucket of every feature occurrence, the value each occurrence has).
+
+        Keys: crc(token) for a unigram, crc(a) * M1 ^ crc(b) for a bigram, crc(name) for a meta
+        feature; each key goes to bucket (key * M2) >> (64 - bits), all in one numpy pass (numpy
+        calls cost about a microsecond each here, so there are few of them). Every occurrence has
+        the value 1/sqrt(number of occurrences), so long and short turns score on one scale.
+        """
         raw = self._clip(text).encode("utf-8", "replace")
         toks = self._tokens(raw)
-        crcs = np.fromiter(map(zlib.crc32, toks), np.uint64, len(toks))
-        uni = crcs * _M1
-        bi = (uni[:-1] ^ crcs[1:]) * _M2
-        meta = [self.meta_bucket[m] for m in self._meta(raw, len(text))]
-        n_tok = len(toks) + max(len(toks) - 1, 0)
-        idx = np.concatenate(((uni >> self._shift).astype(np.intp), (bi >> self._shift).astype(np.intp),
-                              np.array(meta, np.intp)))
-        vals = np.ones(len(idx), np.float32)
-        if n_tok:
-            vals[:n_tok] = 1.0 / math.sqrt(n_tok)
-        return idx, vals
+        meta = self._meta(raw, len(text))
+        n = len(toks)
+        keys = np.fromiter(chain(map(zlib.crc32, toks), meta), np.uint64, n + len(meta))
+        if n > 1:
+            bigrams = keys[: n - 1] * _M1
+            bigrams ^= keys[1:n]
+            keys = np.concatenate((keys, bigrams))
+        keys *= _M2
+        keys >>= self._shift
+        return keys.view(np.int64), 1.0 / math.sqrt(len(keys))
 
 
 # -- labels --------------------------------------------------------------------------------
@@ -228,10 +229,13 @@ class TaskClassifier:
         self.classes = classes
         self.floor = floor
         self.featurizer = featurizer
-        self.provenance: Mapping[str, Any] = dict(provenance or {})
-        self._bias = bias.astype(np.float64)
+        self.provenance: Mapping[str, Any] = MappingProxyType(dict(provenance or {}))
+        self._bias_list: tuple[float, ...] = tuple(float(x) for x in bias)
         self._weights = np.ascontiguousarray(weights, np.float32)
         self._weights.flags.writeable = False
+        #: enough ones for the most features a clipped turn can have (2 per token + meta)
+        self._ones = np.ones(2 * (featurizer.head_tokens + featurizer.tail_tokens) + 64, np.float32)
+        self._ones.flags.writeable = False
 
     @classmethod
     def load(cls, path: str | Path | None = None, floor: float = DEFAULT_FLOOR) -> TaskClassifier:
@@ -240,7 +244,8 @@ class TaskClassifier:
         if doc.get("format") != WEIGHTS_FORMAT:
             raise ValueError(f"{path or DEFAULT_WEIGHTS}: not a {WEIGHTS_FORMAT} file")
         classes = tuple(doc["classes"])
-        featurizer = Featurizer(int(doc["hash_bits"]), int(doc["head_chars"]), int(doc["tail_chars"]))
+        featurizer = Featurizer(int(doc["hash_bits"]), int(doc["head_chars"]), int(doc["tail_chars"]),
+                                int(doc["head_tokens"]), int(doc["tail_tokens"]))
         table = np.zeros((1 << featurizer.bits, len(classes)), np.float32)
         rows = doc["weights"]
         scale = float(rows.get("scale", 1.0))
@@ -248,20 +253,28 @@ class TaskClassifier:
             table[np.asarray(rows["buckets"], np.intp)] = np.asarray(rows["values"], np.float32) * scale
         return cls(classes, np.asarray(doc["bias"], np.float64), table, featurizer, floor, doc.get("provenance"))
 
-    def probabilities(self, text: str) -> np.ndarray:
+    def logits(self, text: str) -> list[float]:
+        """Raw scores per class (a list: 8 floats are cheaper in Python than in numpy)."""
+        keys, value = self.featurizer(text)
+        counts = self._ones[: len(keys)]  # a view: summing rows as a matrix product is the fast way
+        sums = (counts @ self._weights.take(keys, axis=0)).tolist()
+        return [x * value + b for x, b in zip(sums, self._bias_list)]
+
+    def probabilities(self, text: str) -> list[float]:
         """Softmax probabilities over `self.classes` for a user turn's text."""
-        idx, vals = self.featurizer(text)
-        logits = vals @ self._weights.take(idx, axis=0) + self._bias
-        e = np.exp(logits - logits.max())
-        return e / e.sum()
+        logits = self.logits(text)
+        top = max(logits)
+        e = [math.exp(v - top) for v in logits]
+        total = sum(e)
+        return [v / total for v in e]
 
     def classify_text(self, text: str) -> tuple[str, float]:
         """(task, confidence) for a user turn's text; ("chat", 0.0) for empty text."""
         if not text:
             return "chat", 0.0
         p = self.probabilities(text)
-        i = int(p.argmax())
-        return self.classes[i], float(p[i])
+        i = p.index(max(p))
+        return self.classes[i], p[i]
 
     def classify(self, messages: list[dict]) -> tuple[str, float]:
         """(task, softmax confidence) from the last user turn of a chat request."""
@@ -271,10 +284,10 @@ class TaskClassifier:
               floor: float | None = None) -> TaskLabel:
         """The request's task: explicit `routing.task` > the key's default > the classifier.
 
-        The classifier is consulted only when there is neither; below `floor` its guess falls
-        back to the key's default, which at that point is absent, so to "chat" (still source
-        "classifier"): an unsure guess must not buy an expensive reasoning plan. `floor`
-        defaults to the one given at load.
+        Below `floor` (default: the one given at load) the classifier's guess is not used: the
+        fallback is the key's default task, and since a key with a default never reaches the
+        classifier, that leaves "chat" with source "classifier": an unsure guess must not buy an
+        expensive reasoning plan. Difficulty is left unknown (None) here.
         """
         if explicit:
             return TaskLabel(explicit, None, "explicit")
