@@ -173,7 +173,7 @@ def make_labeller() -> Labeller:
 
     try:
         return TaskClassifier.load()
-    except (ConfigError, OSError) as e:
+    except (ConfigError, OSError, ValueError, KeyError) as e:  # a missing or damaged weights file
         log.warning("task classifier unavailable; tasks come from routing.task or the key",
                     extra={"error": str(e)})
         return KeyDefaultLabeller()

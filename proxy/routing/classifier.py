@@ -33,7 +33,6 @@ import string
 import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from proxy.config import TASKS
+from proxy.routing.router import TaskLabel  # one label type for the classifier and the router
 
 __all__ = ["DEFAULT_FLOOR", "DEFAULT_WEIGHTS", "Featurizer", "TaskClassifier", "TaskLabel", "last_user_text"]
 
@@ -205,15 +205,6 @@ class Featurizer:
 
 
 # -- labels --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TaskLabel:
-    """A request's task, how hard it is (None: unknown) and who decided the task."""
-
-    task: str
-    difficulty: str | None = None
-    source: LabelSource = "classifier"
 
 
 class TaskClassifier:
