@@ -10,13 +10,15 @@ turn and a tool message before the last user turn). Each request is timed on its
 `perf_counter_ns` after a warm-up; the garbage collector is left on, as in the server. A
 separate line reports very long turns (20,000 characters), which are clipped to their head and
 tail. Why not a unit test: wall-clock thresholds flake on shared machines; this prints numbers
-to record in bench/RESULTS.md instead.
+(with the load average at the end of the run: p99 here is mostly scheduling jitter, 3-5x p50
+when other processes compete for the two cores) to record in bench/RESULTS.md instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -96,14 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             buckets[name] = summary(part)
     long_text = "Please look at this log and tell me what went wrong.\n" + "x = compute(a, b)  # step\n" * 800
     long = summary(timed(clf, [[{"role": "user", "content": long_text}]] * 500, 1))
-    result = {"load_ms": round(load_ms, 1), "requests": len(batch),
+    result = {"load_ms": round(load_ms, 1), "requests": len(batch), "loadavg_1m": round(os.getloadavg()[0], 2),
+              "cpus": os.cpu_count(),
               "user_turn_chars": {"p50": chars[len(chars) // 2], "p99": chars[int(len(chars) * 0.99)],
                                   "max": chars[-1]},
               "typical": typical, "by_user_turn_length": buckets, "long_turn_20k_chars": long}
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"loaded weights in {load_ms:.0f} ms; {len(batch)} requests "
+    print(f"load average {result['loadavg_1m']} on {result['cpus']} CPUs (other processes inflate the tail); "
+          f"loaded weights in {load_ms:.0f} ms; {len(batch)} requests "
           f"(last user turn: p50 {result['user_turn_chars']['p50']} chars, p99 {result['user_turn_chars']['p99']}, "
           f"max {result['user_turn_chars']['max']})")
     rows = [("typical requests", typical), *((f"  {k}", v) for k, v in buckets.items()),

@@ -39,7 +39,7 @@ from proxy.routing.classifier import (
 from proxy.routing.classifier_data import Example, examples
 
 #: clipping of long turns (characters, then tokens): bounds the per-request cost
-HEAD_CHARS, TAIL_CHARS, HEAD_TOKENS, TAIL_TOKENS = 768, 384, 128, 64
+HEAD_CHARS, TAIL_CHARS, HEAD_TOKENS, TAIL_TOKENS = 512, 256, 128, 64
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 
 

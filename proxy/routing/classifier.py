@@ -13,11 +13,11 @@ Why it looks like this:
   dense weight table indexed by hashed feature); per request it is a few C-level passes over at
   most ``head_chars + tail_chars`` bytes (byte-table translation, ``replace``, ``split``), one
   ``zlib.crc32`` per token for at most ``head_tokens + tail_tokens`` tokens (at ~0.1 us per
-  token that is the main cost, hence the caps), about eight numpy calls (bigram hashing, one
+  token that is the main cost, hence the caps), seven numpy calls (bigram hashing, one
   gather, one matrix-vector product) and a softmax over eight floats in plain Python. Regular
   expressions were measured too slow for tokenizing here and are not used for it.
 - **Stable hashing.** Python's ``hash`` is salted per process, so tokens are hashed with
-  ``crc32`` and mixed into buckets with a multiplicative hash; training
+  ``crc32`` (bigrams mix two crcs multiplicatively; a bucket is a key's low bits); training
   (``scripts/train_classifier.py``) calls :class:`Featurizer` itself, so training and serving
   cannot disagree about features.
 - **No scikit-learn at run time**: the shipped JSON holds the linear model's numbers
@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +50,6 @@ DEFAULT_WEIGHTS = Path(__file__).with_name("classifier_weights.json")
 #: below this softmax probability the classifier's answer is not trusted (see `label`)
 DEFAULT_FLOOR = 0.5
 WEIGHTS_FORMAT = "pareto-task-classifier/1"
-
-LabelSource = Literal["explicit", "key", "classifier"]
 
 # -- text of the last user turn -------------------------------------------------------------
 
@@ -82,8 +80,10 @@ def _content_text(content: Any) -> str:
 
 def last_user_text(messages: Iterable[Mapping[str, Any]]) -> str:
     """The text of the last user turn that has any; "" when there is none."""
-    for message in reversed(messages if isinstance(messages, Sequence) else list(messages)):
-        if isinstance(message, Mapping) and message.get("role") == "user":
+    # (plain list/dict checks first: ABC isinstance checks cost ~0.3 us each on the hot path)
+    ordered = messages if isinstance(messages, (list, tuple)) or isinstance(messages, Sequence) else list(messages)
+    for message in reversed(ordered):
+        if (type(message) is dict or isinstance(message, Mapping)) and message.get("role") == "user":
             text = _content_text(message.get("content"))
             if text:
                 return text
@@ -116,8 +116,9 @@ def _translation() -> bytes:
 
 _TABLE = _translation()
 _DIGITS = b"0123456789"
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+#: odd 64-bit multiplier (2^64 / golden ratio) as a signed int64: numpy integer arrays wrap on
+#: overflow, so the bigram mix needs no unsigned arithmetic (and the keys can index directly)
+_M1 = np.int64(0x9E3779B97F4A7C15 - (1 << 64))
 #: meta features: character-class facts the bag of words cannot see, as (name, bin edges): the
 #: length in characters, the number of newlines and the share of digits. Code fences, indentation
 #: and option-letter lines were tried too and dropped: grouped cross-validation showed no gain
@@ -138,7 +139,7 @@ class Featurizer:
         self.bits = bits
         self.head_chars, self.tail_chars = head_chars, tail_chars
         self.head_tokens, self.tail_tokens = head_tokens, tail_tokens
-        self._shift = np.uint64(64 - bits)
+        self._mask = np.int64((1 << bits) - 1)
         # the hot path carries each meta feature's crc key and hashes it with the tokens' keys
         b = {n: zlib.crc32(b"\x00meta:" + n.encode()) for n in META_FEATURES}
         self._len_b, self._lines_b, self._digits_b = (
@@ -154,7 +155,10 @@ class Featurizer:
         """Lower-cased words, '0'-shaped numbers and kept punctuation; at most head + tail tokens
         (hashing costs ~0.1 us per token here, so punctuation-dense turns are capped too)."""
         data = raw.translate(_TABLE)
-        for c in set(data.translate(None, _NOT_KEPT)):  # only the kept punctuation that occurs
+        kept = data.translate(None, _NOT_KEPT)  # the kept punctuation that occurs, in order
+        # a set of a few bytes is cheap; for punctuation-dense text (mazes, clause lists) testing
+        # each kept byte is cheaper than building a set of hundreds
+        for c in set(kept) if len(kept) <= 32 else [c for c in _KEEP if c in kept]:
             char, spaced = _SPACED[c]
             data = data.replace(char, spaced)
         # split only what is kept: the first head_tokens, then the last tail_tokens of the rest
@@ -186,22 +190,21 @@ class Featurizer:
         """(bucket of every feature occurrence, the value each occurrence has).
 
         Keys: crc(token) for a unigram, crc(a) * M1 ^ crc(b) for a bigram, crc(name) for a meta
-        feature; each key goes to bucket (key * M2) >> (64 - bits), all in one numpy pass (numpy
-        calls cost about a microsecond each here, so there are few of them). Every occurrence has
+        feature; a key's bucket is its low `bits` bits (crc32's low bits are well mixed). numpy
+        calls cost about a microsecond each here, so there are only five. Every occurrence has
         the value 1/sqrt(number of occurrences), so long and short turns score on one scale.
         """
         raw = self._clip(text).encode("utf-8", "replace")
         toks = self._tokens(raw)
         meta = self._meta(raw, len(text))
         n = len(toks)
-        keys = np.fromiter(chain(map(zlib.crc32, toks), meta), np.uint64, n + len(meta))
+        keys = np.fromiter(chain(map(zlib.crc32, toks), meta), np.int64, n + len(meta))
         if n > 1:
             bigrams = keys[: n - 1] * _M1
             bigrams ^= keys[1:n]
             keys = np.concatenate((keys, bigrams))
-        keys *= _M2
-        keys >>= self._shift
-        return keys.view(np.int64), 1.0 / math.sqrt(len(keys))
+        keys &= self._mask
+        return keys, 1.0 / math.sqrt(len(keys))
 
 
 # -- labels --------------------------------------------------------------------------------
@@ -263,9 +266,9 @@ class TaskClassifier:
         """(task, confidence) for a user turn's text; ("chat", 0.0) for empty text."""
         if not text:
             return "chat", 0.0
-        p = self.probabilities(text)
-        i = p.index(max(p))
-        return self.classes[i], p[i]
+        logits = self.logits(text)
+        top = max(logits)
+        return self.classes[logits.index(top)], 1.0 / sum([math.exp(v - top) for v in logits])
 
     def classify(self, messages: list[dict]) -> tuple[str, float]:
         """(task, softmax confidence) from the last user turn of a chat request."""
