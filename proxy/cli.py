@@ -81,13 +81,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      [m for m in args.models.split(",") if m] if args.models else None, args.png, args.json)
 
 
-def _banner(state, host: str, port: int) -> None:
+def _banner(models: list[str], dev_key: str | None, host: str, port: int) -> None:
     url = f"http://{host}:{port}/v1"
-    print(f"pareto-proxy on {url}  models: {', '.join(state.catalog.entries)}", flush=True)
-    if state.dev_key:
-        print(f"development key (embedded mode): {state.dev_key}\n"
+    print(f"pareto-proxy on {url}  models: {', '.join(models)}", flush=True)
+    if dev_key:
+        print(f"development key (embedded mode): {dev_key}\n"
               f"  from openai import OpenAI\n"
-              f"  client = OpenAI(base_url=\"{url}\", api_key=\"{state.dev_key}\")", flush=True)
+              f"  client = OpenAI(base_url=\"{url}\", api_key=\"{dev_key}\")", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -106,7 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   proxy_headers=False, server_header=False)
     if args.workers == 1:
         app = create_app(settings)  # built here so config errors surface before binding
-        _banner(app.state.pareto, args.host, args.port)
+        state = app.state.pareto
+        _banner(list(state.catalog.entries), state.dev_key, args.host, args.port)
         uvicorn.run(app, **common)
         return 0
     # several workers: each process builds its own app from the environment
@@ -119,7 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="pareto-prom-"))
     from proxy.app import build_state
 
-    _banner(build_state(settings), args.host, args.port)
+    state = build_state(settings)  # built once here so config errors surface before any worker starts
+    _banner(list(state.catalog.entries), state.dev_key, args.host, args.port)
     uvicorn.run("proxy.app:app_from_env", factory=True, workers=args.workers, **common)
     return 0
 

@@ -27,6 +27,7 @@ from proxy.api import outcomes
 from proxy.api.protocol import ChatRequest, prompt_chars
 from proxy.budget.keys import KeyInfo
 from proxy.budget.tokens import count_tokens
+from proxy.budget.tokens import warm as warm_tokenizer
 from proxy.config import Settings
 from proxy.errors import ProxyError, UpstreamError, UpstreamRejected
 from proxy.routing.catalog import ModelEntry
@@ -346,6 +347,7 @@ class ChatService:
             c.finish_reason = choices[0].get("finish_reason")
         usage = resp.get("usage")
         if not usage:
+            await warm_tokenizer()  # counting ourselves: load the tokenizer off the loop first
             for ch in choices:
                 msg = ch.get("message") or {}
                 c.output.append((msg.get("reasoning_content") or "") + (msg.get("content") or ""))
@@ -456,6 +458,8 @@ class ChatService:
                 except StopAsyncIteration:
                     chunk = None
             c.upstream_s = time.perf_counter() - t_up
+            if not usage:
+                await warm_tokenizer()
             self._take_usage(c, usage)
             async for piece in self._ending(c, held, usage):
                 yield piece

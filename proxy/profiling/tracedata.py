@@ -25,7 +25,7 @@ from proxy.errors import ConfigError
 
 __all__ = [
     "REQUIRED_COLUMNS",
-    "ModelPrice",
+    "PriceRow",
     "TraceDataError",
     "TraceSample",
     "TraceTable",
@@ -250,7 +250,7 @@ def write_traces(table: TraceTable, path: str | Path) -> None:
 
 
 @dataclass(frozen=True)
-class ModelPrice:
+class PriceRow:
     """A row of a price CSV; `reasoning` is None when the file has no `reasoning` column."""
 
     input_usd_per_mtok: float
@@ -258,7 +258,7 @@ class ModelPrice:
     reasoning: bool | None
 
 
-def read_prices(path: str | Path) -> dict[str, ModelPrice]:
+def read_prices(path: str | Path) -> dict[str, PriceRow]:
     """Read a price CSV (`trace_model, input_usd_per_mtok, output_usd_per_mtok[, reasoning]`).
 
     Other columns (`litellm_model`, ...) are ignored: the file documents where the prices came
@@ -266,7 +266,7 @@ def read_prices(path: str | Path) -> dict[str, ModelPrice]:
     """
     source = str(path)
     required = ("trace_model", "input_usd_per_mtok", "output_usd_per_mtok")
-    prices: dict[str, ModelPrice] = {}
+    prices: dict[str, PriceRow] = {}
     for line, row in _rows(source, required):
 
         def bad(column: str, message: str, _line: int = line) -> TraceDataError:
@@ -289,7 +289,7 @@ def read_prices(path: str | Path) -> dict[str, ModelPrice]:
             if flag not in _TRUE and flag not in _FALSE:
                 raise bad("reasoning", f"must be yes or no, got {row['reasoning']!r}")
             reasoning = flag in _TRUE
-        prices[name] = ModelPrice(reasoning=reasoning, **usd)
+        prices[name] = PriceRow(reasoning=reasoning, **usd)
     return prices
 
 
