@@ -166,3 +166,59 @@ def wait_trace(directory: Path, request_id: str, timeout: float = 10.0) -> dict:
                 return r
         time.sleep(0.05)
     raise AssertionError(f"no trace record for {request_id} in {directory}")
+
+
+# ---- Redis: a real redis-server per test (the ledger's shared backend) ----------------------
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def start_redis(tmp: Path, aof: bool = False, appendfsync: str = "everysec",
+                port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a real redis-server on a free port; returns (proc, "redis://127.0.0.1:port/0").
+
+    No RDB snapshots; AOF off unless `aof` (then `appendonly yes` with `appendfsync`), data in
+    `tmp/redis-<port>/`. Restarting on the same `tmp` and `port` with `aof=True` reloads the AOF.
+    The caller kills it (`proc.kill(); proc.wait()`), or uses the `redis_url` fixture."""
+    port = port or free_port()
+    d = tmp / f"redis-{port}"
+    d.mkdir(parents=True, exist_ok=True)
+    cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d), "--save", "",
+           "--appendonly", "yes" if aof else "no", "--appendfsync", appendfsync,
+           "--protected-mode", "no", "--daemonize", "no", "--logfile", str(d / "redis.log")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = d / "redis.log"
+            raise RuntimeError(f"redis-server exited with {proc.returncode}:\n"
+                               f"{log.read_text()[-2000:] if log.exists() else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"redis-server on port {port} not ready after 15 s")
+
+
+def stop_redis(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A fresh real redis-server for one test (no persistence); killed afterwards."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    proc, url = start_redis(tmp_path)
+    try:
+        yield url
+    finally:
+        stop_redis(proc)
