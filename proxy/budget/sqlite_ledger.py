@@ -98,7 +98,8 @@ def retry_after(prev: int, cur: int, limit: int, frac: float, need: int) -> floa
     """Seconds until the request fits, assuming no further traffic: requests need
     ``estimate + 1 <= rpm`` (need=1), tokens need ``estimate < tpm`` (need=0). `frac` is the
     elapsed fraction of the current minute."""
-    target = limit - need if need else limit - 1e-6  # the estimate must fall to <= target
+    # requests: estimate <= rpm - 1; tokens: estimate < tpm, i.e. (counts being integers) <= tpm - 1
+    target = limit - 1
     if target < 0:
         return (1.0 - frac) * 60.0 + 60.0
     if cur <= target:
