@@ -11,9 +11,11 @@ webhooks and LLM judges sit behind the same call::
         retry_with(verdict.feedback)
 
 `context` carries what a checker may need beyond the candidate: `task`, `request_id`,
-`messages` (the conversation asked), `model` (the model that answered). Checkers must not
-raise for a bad candidate (that is a failed verdict); an exception means the checker itself is
-broken, and callers treat it as "no verdict".
+`messages` (the conversation asked), `model` (the model that answered), `response_format`
+(the request's), and inside the executor `call_model` (a `ModelCaller`: a billed call to a
+configured model, for judges). Checkers must not raise for a bad candidate (that is a failed
+verdict); an exception means the checker itself is broken or could not run
+(`VerifierUnavailable`), and callers treat it as "no verdict".
 """
 
 from __future__ import annotations
@@ -21,9 +23,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Verdict", "Verifier"]
+__all__ = ["ModelCaller", "Verdict", "Verifier", "VerifierUnavailable"]
+
+
+class VerifierUnavailable(Exception):
+    """The checker could not reach a verdict (its judge model is down): "no verdict", logged
+    without a traceback, unlike a checker that crashed."""
+
+
+class ModelCaller(Protocol):
+    """`await call(model, messages, role="judge", max_tokens=...)` -> the reply text, or None
+    when the call failed. Provided by the executor, which bills the call to the request."""
+
+    async def __call__(self, model: str, messages: list[dict], *, role: str = ..., max_tokens: int | None = ...
+                       ) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
