@@ -14,6 +14,15 @@ Strategies, as `Plan`'s docstring defines them:
 - sequential: a sample, then up to `rounds` revisions with feedback (the verifier's, or a
   critique from `critic_model`, else from the model itself), stopping when the verifier passes.
 
+Verdicts drive every strategy when the plan has a verifier: each finished sample of a single
+or parallel plan is checked as soon as it ends (concurrently with the samples still running);
+a failed check is a reason to restart the slot, like a cut (`same` and `force_answer` draw a new
+sample, `escalate` moves to the fallback model, `stop` keeps it; `max_restarts` counts both);
+`first_finish` takes the first sample that *passes*, `best_of_n` stops as soon as one passes with
+a perfect score and otherwise takes the best score, and the voting aggregators vote among the
+passing samples when there are any. A verifier that could not decide (it broke, its judge was
+down) gives no verdict, which never triggers a restart.
+
 A slot is one sample plus its restarts: after a cut, `same` draws a new sample with a new seed,
 `escalate` moves to `fallback_model`, `force_answer` sends the partial reasoning back with an
 instruction to answer now under a small cap, `stop` keeps what there is; at most
@@ -40,7 +49,7 @@ from proxy.strategies import aggregate
 from proxy.strategies.answers import extract_answer
 from proxy.strategies.breaker import CircuitBreaker
 from proxy.strategies.sampler import OnChunk, OnSample, RetryPolicy, Sample, Sampler
-from proxy.verifiers.base import Verdict, Verifier
+from proxy.verifiers.base import Verdict, Verifier, VerifierUnavailable
 from proxy.verifiers.registry import VerifierRegistry
 
 __all__ = ["Executor", "Outcome", "RunContext"]
@@ -188,6 +197,7 @@ class _Run:
         self.ex, self.plan, self.body, self.ctx, self.verifier = ex, plan, body, ctx, verifier
         self.restarts = 0
         self.calls = 0
+        self._verified: dict[int, asyncio.Future[Verdict | None]] = {}
         base = ctx.seed if ctx.seed is not None else body.get("seed")
         self.base_seed = base if isinstance(base, int) and not isinstance(base, bool) else None
 
@@ -202,14 +212,23 @@ class _Run:
                                          on_sample=self.ctx.on_sample, on_chunk=self.ctx.on_chunk,
                                          role=role, slot=slot)
 
-    async def slot(self, slot: int, body: dict | None = None, role: str = "sample") -> Sample:
-        """One sample slot: a sample, then the plan's restart rule after each cut."""
+    async def slot(self, slot: int, body: dict | None = None, role: str = "sample", check: bool = True) -> Sample:
+        """One sample slot: a sample, then the plan's restart rule after each cut and, with
+        `check` and a verifier, after each finished sample whose verdict is a fail."""
         plan, body = self.plan, body if body is not None else self.body
         entry, cutoff = self.ex.entry(plan.model), plan.cutoff_tokens
         s = await self.call(entry, body, cutoff=cutoff, role=role, slot=slot)
         used = 0
-        while s.cut and s.error is None and not s.cancelled and used < plan.max_restarts:
-            if plan.restart == "stop":
+        while s.error is None and not s.cancelled:
+            failed_check = False
+            if not s.cut:
+                if not (check and self.verifier is not None and s.finished):
+                    break
+                verdict = await self.verify(s)
+                if verdict is None or verdict.passed:
+                    break
+                failed_check = True
+            if used >= plan.max_restarts or plan.restart == "stop":
                 break
             if plan.restart == "escalate":
                 if not plan.fallback_model or plan.fallback_model not in self.ex.entries:
@@ -218,8 +237,11 @@ class _Run:
                 entry, cutoff = self.ex.entry(plan.fallback_model), None
             used += 1
             self.restarts += 1
-            if plan.restart == "force_answer":
-                return await self.force_answer(entry, body, s, slot)
+            if plan.restart == "force_answer" and not failed_check:
+                forced = await self.force_answer(entry, body, s, slot)
+                if check and self.verifier is not None and forced.finished:
+                    await self.verify(forced)
+                return forced
             s = await self.call(entry, body, cutoff=cutoff, role="escalate" if plan.restart == "escalate" else "restart",
                                 slot=slot)
         return s
@@ -242,17 +264,54 @@ class _Run:
         return s
 
     async def verify(self, s: Sample) -> Verdict | None:
-        """The verifier's verdict on `s` (stored on it); None without a verifier or if it broke."""
+        """The verifier's verdict on `s` (stored on it); None without a verifier or if it could
+        not decide. Each sample is checked once, however many strategies ask."""
         if self.verifier is None:
             return None
+        pending = self._verified.get(id(s))
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Verdict | None] = asyncio.get_running_loop().create_future()
+        self._verified[id(s)] = fut
         context = {"task": self.ctx.task, "request_id": self.ctx.request_id,
-                   "messages": self.body.get("messages"), "model": s.model}
+                   "messages": self.body.get("messages"), "model": s.model,
+                   "response_format": self.body.get("response_format"), "call_model": self._caller(s.slot)}
         try:
             s.verdict = await self.verifier.verify(s.text, context)
+        except VerifierUnavailable as e:
+            log.warning("verifier %s gave no verdict on request %s: %s", self.verifier.name, self.ctx.request_id, e)
+            s.verdict = None
+        except asyncio.CancelledError:
+            fut.cancel()
+            self._verified.pop(id(s), None)
+            raise
         except Exception:
             log.exception("verifier %s failed on request %s", getattr(self.verifier, "name", "?"), self.ctx.request_id)
             s.verdict = None
+        fut.set_result(s.verdict)
         return s.verdict
+
+    def _caller(self, slot: int):
+        """The `call_model` of a verify context: a configured model, called as a billed sample
+        of this run (judges). The request's tools and response format are not the judge's."""
+
+        async def call_model(model: str, messages: list[dict], *, role: str = "judge",
+                             max_tokens: int | None = None) -> str | None:
+            entry = self.ex.entries.get(model)
+            if entry is None:
+                return None
+            body = {k: v for k, v in self.body.items()
+                    if k not in ("messages", "tools", "tool_choice", "response_format", "max_tokens",
+                                 "max_completion_tokens", "functions", "function_call", "parallel_tool_calls")}
+            body["messages"] = messages
+            if max_tokens is not None:
+                body["max_tokens"] = max_tokens
+            j = await self.call(entry, body, cutoff=None, role=role, slot=slot)
+            if j.error is not None or j.cancelled or not j.text.strip():
+                return None
+            return j.text
+
+        return call_model
 
     # -- strategies ----------------------------------------------------------------------------
 
@@ -297,7 +356,11 @@ class _Run:
         return await self._select(agg, finals, m), finals
 
     async def _enough(self, agg: str, finals: list[Sample], m: int) -> bool:
-        """May the rest be cancelled now?"""
+        """May the rest be cancelled now? (Slots have checked their samples when they end.)"""
+        if self.verifier is not None and agg == "first_finish":
+            return any(_passed(s) for s in finals)
+        if self.verifier is not None and agg == "best_of_n":
+            return any(_passed(s) and s.verdict is not None and s.verdict.score >= 1.0 for s in finals)
         if agg == "first_finish":
             return any(s.finished for s in finals)
         if agg == "short_m":
@@ -309,14 +372,15 @@ class _Run:
 
     async def _select(self, agg: str, finals: list[Sample], m: int) -> Sample | None:
         finished = [s for s in finals if s.finished]
-        if agg == "first_finish":
-            chosen = finished[0] if finished else None
-        elif agg == "short_m":
-            chosen = await aggregate.majority(finished[:m])
-        elif agg == "best_of_n" and self.verifier is not None:
+        passing = [s for s in finished if _passed(s)]
+        if agg == "best_of_n" and self.verifier is not None:
             chosen = await aggregate.best_of_n(finished, self.verify)
+        elif agg == "first_finish":
+            chosen = (passing or finished or [None])[0]
+        elif agg == "short_m":
+            chosen = await aggregate.majority(passing or finished[:m])
         else:
-            chosen = await aggregate.majority(finished)
+            chosen = await aggregate.majority(passing or finished)
         return chosen or aggregate.best_so_far(finals)
 
     async def sequential(self) -> tuple[Sample | None, list[Sample]]:
@@ -325,7 +389,7 @@ class _Run:
         body = self.body
         history: list[Sample] = []
         for r in range(rounds + 1):
-            s = await self.slot(r, body, role="sample" if r == 0 else "refine")
+            s = await self.slot(r, body, role="sample" if r == 0 else "refine", check=False)
             history.append(s)
             if s.error is not None:
                 break
@@ -363,6 +427,10 @@ class _Run:
         if c.error is not None or c.cancelled or not c.text.strip():
             return "Check every step of the previous answer for mistakes.", False
         return _CRITIC_PASS.sub("", c.text).strip() or c.text, bool(_CRITIC_PASS.search(c.text))
+
+
+def _passed(s: Sample) -> bool:
+    return s.finished and s.verdict is not None and s.verdict.passed
 
 
 async def _cancel(tasks: Mapping[asyncio.Task, int]) -> None:

@@ -15,7 +15,7 @@ def registry() -> VerifierRegistry:
 
 
 @pytest.mark.parametrize("config, param, fragment", [
-    ({"name": "nope"}, "routing.verifier.name", "expected one of math_answer, regex, got 'nope'"),
+    ({"name": "nope"}, "routing.verifier.name", "expected one of calendar, json_schema, llm_judge, math_answer, python_tests, regex, sat, tsp, webhook, got 'nope'"),
     ({"pattern": "x"}, "routing.verifier.name", "expected one of"),
     (5, "routing.verifier", "expected an object with a 'name'"),
     ({"name": "regex"}, "routing.verifier.pattern", "Field required"),
@@ -88,7 +88,8 @@ async def test_adding_a_verifier_is_one_registry_entry(registry):
             return Verdict(ok, 1.0 if ok else 0.0, "" if ok else f"Keep it under {self.max_chars} characters.")
 
     registry.register(VerifierSpec("short", LengthArgs, Short))
-    assert "short" in registry and registry.names() == ["math_answer", "regex", "short"]
+    assert "short" in registry and registry.names() == sorted(
+        ["calendar", "json_schema", "llm_judge", "math_answer", "python_tests", "regex", "sat", "short", "tsp", "webhook"])
     assert (await registry.build({"name": "short", "max_chars": 3}).verify("abc", {})).passed
     with pytest.raises(InvalidRequest) as info:
         registry.build({"name": "short", "max_chars": "3"})
