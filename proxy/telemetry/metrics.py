@@ -17,6 +17,7 @@ COST_BUCKETS = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 OVERHEAD_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5)
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+VERIFIER_BUCKETS = (1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
@@ -36,6 +37,9 @@ class Metrics:
         self.cutoffs = Counter("pareto_cutoffs", "Samples cut at a token cutoff", ["model", "task"], registry=r)
         self.restarts = Counter("pareto_restarts", "Restarts after a cut or failure", ["model", "task"], registry=r)
         self.verifications = Counter("pareto_verifications", "Verifier verdicts", ["verifier", "result"], registry=r)
+        self.verifier_seconds = Histogram(
+            "pareto_verifier_seconds", "Verifier check duration", ["verifier"], buckets=VERIFIER_BUCKETS, registry=r
+        )
         gauge_mode = {"multiprocess_mode": "mostrecent"} if self.multiprocess else {}
         self.budget_spent = Gauge("pareto_budget_spent_usd", "Spend in the current budget window", ["team"], registry=r, **gauge_mode)
         self.budget_limit = Gauge("pareto_budget_limit_usd", "Budget limit of the current window", ["team"], registry=r, **gauge_mode)
@@ -59,6 +63,13 @@ class Metrics:
         if c is None:
             c = self._children[key] = metric.labels(*values)
         return c
+
+    def observe_verifier(self, verifier: str, seconds: float, result: str) -> None:
+        """After every verifier check: its duration; checks that gave no verdict count as
+        `pareto_verifications_total{result="error"}` (pass and fail are counted per sample)."""
+        self.child(self.verifier_seconds, verifier).observe(seconds)
+        if result == "error":
+            self.child(self.verifications, verifier, "error").inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every worker's metrics."""
