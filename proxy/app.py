@@ -32,6 +32,7 @@ from proxy.routing.router import KeyDefaultLabeller, Labeller, Router, RoutingTa
 from proxy.strategies.breaker import CircuitBreaker
 from proxy.strategies.executor import Executor
 from proxy.strategies.sampler import RetryPolicy
+from proxy.verifiers.deps import VerifierDeps
 from proxy.verifiers.registry import default_registry
 from proxy.telemetry.logs import configure_logging
 from proxy.telemetry.metrics import Metrics
@@ -161,7 +162,8 @@ def build_state(settings: Settings) -> AppState:
     metrics = Metrics()
     traces = TraceWriter(settings.traces_dir)
     breaker, retry = CircuitBreaker(), RetryPolicy()
-    executor = Executor(catalog.entries, breaker, default_registry(), retry=retry)
+    verifiers = default_registry(VerifierDeps(models=catalog.entries, observe=metrics.observe_verifier))
+    executor = Executor(catalog.entries, breaker, verifiers, retry=retry)
     service = ChatService(settings, router, executor, breaker, retry, metrics, traces)
     return AppState(settings, catalog, router, keys, metrics, traces, service, dev_key, int(time.time()))
 
