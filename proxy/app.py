@@ -20,7 +20,9 @@ from starlette.applications import Starlette
 from proxy.api.errors import EXCEPTION_HANDLERS
 from proxy.api.routes import Api
 from proxy.api.serving import ChatService
+from proxy.budget.guard import BudgetGuard
 from proxy.budget.keys import KeyStore
+from proxy.budget.ledger import Ledger, open_ledger
 from proxy.budget.pricing import ModelCapabilities, ModelPrice, lookup_capabilities, lookup_price
 from proxy.config import ModelConfig, Settings, load_settings
 from proxy.errors import ConfigError
@@ -52,6 +54,8 @@ class AppState:
     metrics: Metrics
     traces: TraceWriter
     service: ChatService
+    ledger: Ledger
+    guard: BudgetGuard
     dev_key: str | None
     started: int
     ready: bool = False
@@ -161,11 +165,13 @@ def build_state(settings: Settings) -> AppState:
     keys, dev_key = KeyStore.from_settings(settings)
     metrics = Metrics()
     traces = TraceWriter(settings.traces_dir)
+    ledger = open_ledger(settings.ledger)
+    guard = BudgetGuard(ledger, metrics, settings.reservation_ttl_s, settings.budget_webhook_url, settings.budget_poll_s)
     breaker, retry = CircuitBreaker(), RetryPolicy()
     verifiers = default_registry(VerifierDeps(models=catalog.entries, observe=metrics.observe_verifier))
     executor = Executor(catalog.entries, breaker, verifiers, retry=retry)
-    service = ChatService(settings, router, executor, breaker, retry, metrics, traces)
-    return AppState(settings, catalog, router, keys, metrics, traces, service, dev_key, int(time.time()))
+    service = ChatService(settings, router, executor, breaker, retry, metrics, traces, guard)
+    return AppState(settings, catalog, router, keys, metrics, traces, service, ledger, guard, dev_key, int(time.time()))
 
 
 def make_labeller() -> Labeller:
@@ -189,6 +195,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.traces.start()
+        await state.guard.refresh_keys(state.keys)  # ledger keys authenticate from the first request
+        state.guard.start(state.keys)
         state.ready = True
         log.info("proxy ready", extra={"models": list(state.catalog.entries), "embedded": settings.embedded,
                                         "pid": os.getpid()})
@@ -196,6 +204,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             state.ready = False
+            await state.guard.close()  # in-flight requests have settled; release what is still held
             await state.traces.close()
             await state.catalog.aclose()
             log.info("proxy stopped", extra={"pid": os.getpid()})

@@ -18,6 +18,8 @@ EPILOG = """examples:
   pareto-proxy serve                          # embedded defaults: simulated models, dev key printed
   pareto-proxy serve --config pareto.yaml --port 8000
   pareto-proxy sim --port 9100                # the simulated upstream as its own OpenAI-compatible server
+  pareto-proxy keys create --team team-a --budget-usd 50 --period month
+  pareto-proxy budgets set --team team-a --usd 500 --period month --soft-usd 400
 """
 
 
@@ -66,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     _fit_parser(sub, common)
     _replay_parser(sub, common)
+    from proxy.cli_admin import add_parsers
+
+    add_parsers(sub, common)
     return p
 
 
@@ -225,6 +230,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 COMMANDS["replay"] = cmd_replay
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from proxy.cli_admin import cmd_keys as run
+
+    return run(args)
+
+
+def cmd_budgets(args: argparse.Namespace) -> int:
+    from proxy.cli_admin import cmd_budgets as run
+
+    return run(args)
+
+
+COMMANDS["keys"] = cmd_keys
+COMMANDS["budgets"] = cmd_budgets
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,9 @@ class KeyConfig(_Strict):
     team: str = Field(min_length=1)
     default_policy: str | None = None
     default_task: str | None = None
+    # extensions: per-minute rate limits of this key, enforced across replicas through the ledger
+    rpm: int | None = Field(default=None, gt=0, description="requests per minute")
+    tpm: int | None = Field(default=None, gt=0, description="tokens per minute")
 
     @field_validator("default_task")
     @classmethod
@@ -129,6 +132,8 @@ class Settings(BaseSettings):
     # extensions beyond the contract
     drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM grace period for in-flight requests")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    budget_webhook_url: str | None = Field(default=None, description="POSTed a JSON event when a soft budget limit is crossed")
+    budget_poll_s: float = Field(default=2.0, gt=0, description="how often budget gauges are read from the ledger")
     #: set by the loader: True when no config file was given (simulated models, dev key)
     embedded: bool = False
 

@@ -95,3 +95,12 @@ class UpstreamRejected(ProxyError):
 
 class ConfigError(Exception):
     """A bad configuration file or environment; the message names the field and the reason."""
+
+
+class LedgerUnavailable(ProxyError):
+    """The ledger (SQLite file or Redis) did not answer: requests are refused rather than served
+    unbilled, since an unmetered request is exactly what budgets exist to prevent."""
+
+    status = 503
+    type = "server_error"
+    code = "ledger_unavailable"

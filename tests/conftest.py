@@ -93,9 +93,14 @@ class Proc:
         return self.proc.returncode
 
 
+#: the admin key every test proxy starts with
+ADMIN_KEY = "sk-test-admin-key"
+
+
 def _env(extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARETO_")}
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env["PARETO_ADMIN_KEY"] = ADMIN_KEY  # outside embedded mode the proxy refuses to start without one
     env.update(extra or {})
     return env
 

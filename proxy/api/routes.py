@@ -17,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from proxy.api.admin import AdminApi
 from proxy.api.errors import envelope_errors
 from proxy.api.protocol import parse_chat_request, parse_json_body
-from proxy.errors import ConfigError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
+from proxy.budget.keys import KeyInfo
+from proxy.errors import AuthenticationFailed, ConfigError, InvalidRequest, NotFound, PayloadTooLarge, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.app import AppState
@@ -106,9 +108,20 @@ class Api:
     def __init__(self, state: "AppState") -> None:
         self.s = state
 
+    async def _key(self, request: Request) -> KeyInfo:
+        """The request's virtual key. An unknown key may have been created on another replica a
+        moment ago: the key cache is refreshed (rate-limited) and the key checked once more."""
+        authorization = header(request, b"authorization")
+        try:
+            return self.s.keys.authenticate(authorization)
+        except AuthenticationFailed:
+            if not await self.s.guard.refresh_on_miss(self.s.keys):
+                raise
+            return self.s.keys.authenticate(authorization)
+
     @envelope_errors
     async def chat_completions(self, request: Request) -> Response:
-        key = self.s.keys.authenticate(header(request, b"authorization"))
+        key = await self._key(request)
         req = parse_chat_request(await read_body(request, self.s.settings.max_body_bytes))
         service = self.s.service
         if req.stream:
@@ -120,7 +133,7 @@ class Api:
 
     @envelope_errors
     async def models(self, request: Request) -> Response:
-        self.s.keys.authenticate(header(request, b"authorization"))
+        await self._key(request)
         now = self.s.started
         data = [{"id": e.name, "object": "model", "created": now, "owned_by": e.provider}
                 for e in self.s.catalog.entries.values()]
@@ -131,7 +144,7 @@ class Api:
 
     @envelope_errors
     async def feedback(self, request: Request) -> Response:
-        key = self.s.keys.authenticate(header(request, b"authorization"))
+        key = await self._key(request)
         body = parse_json_body(await read_body(request, self.s.settings.max_body_bytes))
         rid = body.get("id")
         if not isinstance(rid, str) or not rid:
@@ -158,7 +171,7 @@ class Api:
 
     @envelope_errors
     async def passthrough(self, request: Request) -> Response:
-        self.s.keys.authenticate(header(request, b"authorization"))
+        await self._key(request)
         body = parse_json_body(await read_body(request, self.s.settings.max_body_bytes))
         model = body.get("model")
         if not isinstance(model, str):
@@ -189,6 +202,8 @@ class Api:
     async def readyz(self, request: Request) -> Response:
         if not self.s.ready:
             return _json({"status": "starting"}, status=503)
+        if not await self.s.ledger.ping():
+            return _json({"status": "ledger unavailable"}, status=503)
         return _json({"status": "ready", "models": len(self.s.catalog.entries)})
 
     async def metrics(self, request: Request) -> Response:
@@ -201,6 +216,7 @@ class Api:
             Route("/v1/feedback", self.feedback, methods=["POST"]),
             *(Route(path, self.passthrough, methods=["POST"]) for path in PASSTHROUGH_PATHS),
             Route("/admin/reload", self.reload, methods=["POST"]),
+            *AdminApi(self.s, read_body).routes(),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),

@@ -25,7 +25,9 @@ import orjson
 
 from proxy.api import outcomes
 from proxy.api.protocol import ChatRequest, prompt_chars
+from proxy.budget.guard import BudgetGuard
 from proxy.budget.keys import KeyInfo
+from proxy.budget.ledger import BudgetExceeded, Reservation
 from proxy.budget.tokens import count_tokens
 from proxy.budget.tokens import warm as warm_tokenizer
 from proxy.config import Settings
@@ -86,6 +88,9 @@ class Call:
     runs: list[RunContext] | None = None
     outcomes: list[Outcome] | None = None
     restarts: int = 0
+    #: the budget hold taken before any upstream call; settled (committed or released) exactly once
+    reservation: Reservation | None = None
+    settled: bool = False
 
     def executed_samples(self) -> list[Sample]:
         return [s for r in self.runs or () for s in r.samples]
@@ -93,8 +98,9 @@ class Call:
 
 class ChatService:
     def __init__(self, settings: Settings, router: Router, executor: Executor, breaker: CircuitBreaker,
-                 retry: RetryPolicy, metrics: Metrics, traces: TraceWriter) -> None:
+                 retry: RetryPolicy, metrics: Metrics, traces: TraceWriter, guard: BudgetGuard) -> None:
         self.settings = settings
+        self.guard = guard
         self.router = router
         self.executor = executor
         self.breaker = breaker
@@ -105,23 +111,57 @@ class ChatService:
 
     # ---- shared steps -------------------------------------------------------------------
 
-    def _start(self, req: ChatRequest, key: KeyInfo) -> Call:
-        t0 = time.perf_counter()
+    def _decide(self, req: ChatRequest, key: KeyInfo, budget_remaining_usd: float | None = None) -> Decision:
         messages = req.body["messages"]
         prompt_est = prompt_chars(messages) // 4 + 4 * len(messages)
-        d = self.router.decide(req.model, req.routing, req.body, key.default_policy, key.default_task, prompt_est)
-        plan = d.plan
-        if plan.verifier:  # a bad verifier is the client's 400 before any upstream call
-            self.executor.verifiers.validate(plan.verifier, param="routing.verifier")  # type: ignore[union-attr]
-        if plan.cutoff_tokens is not None and not needs_executor(plan):
-            # the native cap: the upstream stops at the cutoff itself
-            name = "max_completion_tokens" if "max_completion_tokens" in req.body else "max_tokens"
-            cap = req.cap_tokens()
-            req.body[name] = min(cap, plan.cutoff_tokens) if cap else plan.cutoff_tokens
+        d = self.router.decide(req.model, req.routing, req.body, key.default_policy, key.default_task, prompt_est,
+                               budget_remaining_usd)
+        if d.plan.verifier:  # a bad verifier is the client's 400 before any upstream call
+            self.executor.verifiers.validate(d.plan.verifier, param="routing.verifier")  # type: ignore[union-attr]
+        return d
+
+    def _start(self, req: ChatRequest, key: KeyInfo) -> Call:
+        t0 = time.perf_counter()
+        d = self._decide(req, key)
         n = req.body.get("n") or 1
         self.metrics.inflight.inc()
-        return Call(req, key, d, plan, d.entry, (plan.predicted_cost_p50 or 0.0) * n,
-                    (plan.predicted_cost_p95 or 0.0) * n, t0)
+        return Call(req, key, d, d.plan, d.entry, (d.plan.predicted_cost_p50 or 0.0) * n,
+                    (d.plan.predicted_cost_p95 or 0.0) * n, t0)
+
+    async def _admit(self, c: Call) -> None:
+        """Reserve the plan's p95 cost on the key and its team. When the preferred plan does not
+        fit, the planner picks again under what is left, and only if no cheaper plan exists (or
+        it does not fit either) is the request refused with `budget_exceeded`."""
+        try:
+            c.reservation = await self.guard.reserve(c.key, c.predicted_p95)
+        except BudgetExceeded as e:
+            if not c.decision.routed or e.remaining_usd <= 0:
+                raise
+            n = c.req.body.get("n") or 1
+            d = self._decide(c.req, c.key, e.remaining_usd / n)
+            p95 = (d.plan.predicted_cost_p95 or 0.0) * n
+            if p95 >= c.predicted_p95:
+                raise
+            c.decision, c.plan, c.entry = d, d.plan.with_(reason=d.plan.reason + "; chosen to fit the remaining budget"), d.entry
+            c.predicted_p50, c.predicted_p95 = (d.plan.predicted_cost_p50 or 0.0) * n, p95
+            c.reservation = await self.guard.reserve(c.key, p95)
+        plan = c.plan
+        if plan.cutoff_tokens is not None and not needs_executor(plan):
+            # the native cap: the upstream stops at the cutoff itself
+            name = "max_completion_tokens" if "max_completion_tokens" in c.req.body else "max_tokens"
+            cap = c.req.cap_tokens()
+            c.req.body[name] = min(cap, plan.cutoff_tokens) if cap else plan.cutoff_tokens
+
+    async def _settle(self, c: Call) -> None:
+        """Commit the request's spend (durably) or release its hold, once; safe to call again."""
+        if c.reservation is None or c.settled:
+            return
+        c.settled = True
+        await self.guard.settle(c.reservation, c.key, c.cost, c.prompt_tokens + c.completion_tokens)
+
+    async def _settle_shielded(self, c: Call) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._settle(c)
 
     def _plan(self, c: Call) -> dict:
         return c.plan.to_dict()
@@ -245,7 +285,8 @@ class ChatService:
             "id": c.req.id, "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "team": team,
             "key_id": c.key.key_id, "policy": c.decision.policy, "task": label.task, "difficulty": label.difficulty,
             "task_source": label.source, "plan": self._plan(c), "samples": self._samples(c),
-            "cost_usd": c.cost, "predicted_cost_usd": c.predicted_p50, "latency_ms": round(total * 1000, 3),
+            "cost_usd": c.cost, "predicted_cost_usd": c.predicted_p50,
+            "reserved_usd": c.reservation.amount_usd if c.reservation else None, "latency_ms": round(total * 1000, 3),
             "restarts": c.restarts, "status": c.status, "feedback": None,
         }
         if c.decision.shadow is not None:
@@ -320,18 +361,22 @@ class ChatService:
         on failure the call is finished here."""
         c = self._start(req, key)
         try:
+            await self._admit(c)
             resp = await (self._complete_executed(c) if needs_executor(c.plan) else self._complete_fast(c))
             if req.explain:
                 resp["routing"] = self._routing(c)
+            await self._settle(c)  # durable before the response is sent
             return resp, self.headers(c), c
         except ProxyError as e:
             self._fail(c, e)
+            await self._settle_shielded(c)
             self._finish(c)
             raise
         except BaseException:
             c.status, c.cancelled = CLIENT_CLOSED, True
             if c.runs is not None:
                 self._take_runs(c)
+            await self._settle_shielded(c)
             self._finish(c)
             raise
 
@@ -396,6 +441,17 @@ class ChatService:
         before it), so a failure before the first byte is still a proper HTTP error status; then
         relay the rest live. Other plans: heartbeats until a sample is selected, then replay it."""
         c = self._start(req, key)
+        try:
+            await self._admit(c)
+        except ProxyError as e:
+            self._fail(c, e)
+            self._finish(c)
+            raise
+        except BaseException:
+            c.status, c.cancelled = CLIENT_CLOSED, True
+            await self._settle_shielded(c)
+            self._finish(c)
+            raise
         if needs_executor(c.plan):
             return self._stream_executed(c), self.headers(c, final=False)
         t = time.perf_counter()
@@ -415,10 +471,12 @@ class ChatService:
         except ProxyError as e:
             c.upstream_s = time.perf_counter() - t
             self._fail(c, e)
+            await self._settle_shielded(c)
             self._finish(c)
             raise
         except BaseException:
             c.status, c.cancelled = CLIENT_CLOSED, True
+            await self._settle_shielded(c)
             self._finish(c)
             raise
         return self._relay(c, t, first, agen), self.headers(c, final=False)
@@ -468,6 +526,7 @@ class ChatService:
             c.upstream_s = time.perf_counter() - t_up
             self._fail(c, e)
             self._take_usage(c, usage)
+            await self._settle(c)
             yield sse(e.envelope())
         finally:
             if not completed and c.status == 200:  # the client went away (or we were cancelled)
@@ -476,12 +535,14 @@ class ChatService:
                 self._take_usage(c, usage)
             with anyio.CancelScope(shield=True):
                 await agen.aclose()  # type: ignore[attr-defined]  # stop the upstream generation at once
+                await self._settle(c)
             self._finish(c)
 
     async def _ending(self, c: Call, held: list[dict], usage: dict | None) -> AsyncIterator[bytes]:
         """The end of a stream: the held final chunks, the usage chunk (if asked), `[DONE]`; the
         cost and routing facts ride on the last chunk the client gets."""
         extra = self._extra(c)
+        await self._settle(c)  # the spend is durable before the client sees the end of the stream
         if c.req.include_usage:
             for h in held:
                 yield sse(h)
@@ -518,13 +579,16 @@ class ChatService:
         except ProxyError as e:
             c.upstream_s = time.perf_counter() - t
             self._fail(c, e)
+            self._take_runs(c)
+            await self._settle(c)
             yield sse(e.envelope())
         finally:
             if not task.done():
                 task.cancel()
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(task, return_exceptions=True)  # every upstream call closed
-            if not completed and c.status == 200:
-                c.status, c.cancelled = CLIENT_CLOSED, True
-            self._take_runs(c)
+                if not completed and c.status == 200:
+                    c.status, c.cancelled = CLIENT_CLOSED, True
+                self._take_runs(c)
+                await self._settle(c)
             self._finish(c)

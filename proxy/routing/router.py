@@ -114,7 +114,9 @@ class Router:
         return policy
 
     def decide(self, model: str, routing: dict, body: dict, key_policy: str | None, key_task: str | None,
-               prompt_tokens: int) -> Decision:
+               prompt_tokens: int, budget_remaining_usd: float | None = None) -> Decision:
+        """The plan for one request. `budget_remaining_usd` (per requested choice) makes the
+        planner prefer plans whose p95 cost fits what the key's and team's budgets have left."""
         tables = self.tables
         entry = self.catalog.get(model)
         alias = None
@@ -149,7 +151,7 @@ class Router:
             needs_tools=bool(body.get("tools")),
             needs_json=isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema"),
             strategy=_strategy(routing.get("strategy")), cutoff_tokens=routing.get("cutoff_tokens"),
-            only_model=sticky,
+            only_model=sticky, budget_remaining_usd=budget_remaining_usd,
         )
         if tables.planner is None:
             plan = Plan(model=policy.fallback_model or self.catalog.default.name,  # type: ignore[union-attr]

@@ -44,6 +44,11 @@ class Metrics:
         self.budget_spent = Gauge("pareto_budget_spent_usd", "Spend in the current budget window", ["team"], registry=r, **gauge_mode)
         self.budget_limit = Gauge("pareto_budget_limit_usd", "Budget limit of the current window", ["team"], registry=r, **gauge_mode)
         self.budget_rejections = Counter("pareto_budget_rejections", "Requests refused for budget", ["team"], registry=r)
+        # extensions beyond the contract
+        self.budget_soft_events = Counter(
+            "pareto_budget_soft_limit_events", "Soft budget limits crossed (once per window)", ["team", "scope"], registry=r
+        )
+        self.rate_limited = Counter("pareto_rate_limited", "Requests refused by a key's rate limit", ["team"], registry=r)
         self.upstream_seconds = Histogram(
             "pareto_upstream_seconds", "Upstream call duration", ["model"], buckets=UPSTREAM_BUCKETS, registry=r
         )

@@ -63,7 +63,7 @@ def test_stream_usage_flag():
 def test_keys_are_hashed_and_checked():
     ks = KeyStore()
     info = ks.add("sk-secret", "team-x", default_task="code")
-    assert "sk-secret" not in repr(ks._by_hash) and hash_key("sk-secret") in ks._by_hash
+    assert "sk-secret" not in repr(ks._static) and hash_key("sk-secret") in ks._static
     assert ks.authenticate("Bearer sk-secret") == info and info.key_id.startswith("k_")
     for header in (None, "", "Bearer ", "Basic sk-secret", "Bearer sk-other"):
         with pytest.raises(AuthenticationFailed):
