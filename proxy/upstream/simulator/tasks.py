@@ -7,8 +7,11 @@ voting, replay, accuracy metrics) be exercised end to end with answers whose cor
 decided by the imitated model's profile rather than by a real model.
 
 Everything is a pure function of (kind, difficulty, seed): generators use their own
-`random.Random(seed)`, never a global RNG. Adding a kind (SAT, TSP, calendar, ...) is one
-`TaskKind` entry in `KINDS`.
+`random.Random(seed)`, never a global RNG. Adding a kind is one `TaskKind` entry in `KINDS`.
+Kinds: arithmetic (math), multiple_choice (science), sat, tsp, calendar (planning); the last
+three come from `puzzles.py`, where any satisfying assignment, any optimal tour and any slot
+that fits count as right, and each task carries the verifier config that checks it
+(`SimTask.verifier`), so the demo and tests run verifiers end to end on generated work.
 
 Example::
 
@@ -24,6 +27,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
+
+from proxy.upstream.simulator import puzzles
 
 __all__ = ["KINDS", "SimTask", "TaskKind", "generate", "recognize"]
 
@@ -34,17 +40,22 @@ _TAG = re.compile(r"\[pareto-task ([a-z_]+) (easy|medium|hard|any) (\d+)\]")
 class TaskKind:
     """How one family of tasks is made, answered and checked.
 
-    `build(rng, difficulty)` returns (question text, truth); `render` turns an answer into the
-    sentence a model ends its reply with; `pattern` extracts the last such answer from a reply;
-    `wrong(rng, truth)` gives a plausible different answer (what a failing sample says).
+    `build(rng, difficulty)` returns (question text, truth) or (question, truth, instance data);
+    `render` turns an answer into the sentence a model ends its reply with; `pattern` extracts
+    the last such answer from a reply; `wrong(rng, truth)` gives a plausible different answer
+    (what a failing sample says). Kinds with several right answers add `check(data, answer)`
+    and `wrong_for(rng, data, truth)`; `verifier(task)` is the verifier config that checks it.
     """
 
     name: str
     task: str
-    build: Callable[[random.Random, str | None], tuple[str, str]]
+    build: Callable[[random.Random, str | None], tuple]
     render: Callable[[str], str]
     pattern: re.Pattern[str]
-    wrong: Callable[[random.Random, str], str]
+    wrong: Callable[[random.Random, str], str] | None = None
+    check: Callable[[Any, str], bool] | None = None
+    wrong_for: Callable[[random.Random, Any, str], str] | None = None
+    verifier: Callable[[SimTask], dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,8 @@ class SimTask:
     seed: int
     prompt: str
     answer: str
+    #: the instance (clauses, distances, calendars) for kinds whose answers are checked, not matched
+    data: Any = None
 
     @property
     def spec(self) -> TaskKind:
@@ -72,11 +85,22 @@ class SimTask:
         return found[-1] if found else None
 
     def is_correct(self, text: str) -> bool:
-        return self.extract(text) == self.answer
+        found = self.extract(text)
+        if found is not None and self.spec.check is not None:
+            return self.spec.check(self.data, found)
+        return found == self.answer
 
     def wrong_answer(self, rng: random.Random) -> str:
-        """A plausible answer that is not the truth."""
+        """A plausible answer that is not right."""
+        if self.spec.wrong_for is not None:
+            return self.spec.wrong_for(rng, self.data, self.answer)
+        assert self.spec.wrong is not None
         return self.spec.wrong(rng, self.answer)
+
+    @property
+    def verifier(self) -> dict | None:
+        """The `routing.verifier` config that checks this task (with its known solution)."""
+        return self.spec.verifier(self) if self.spec.verifier is not None else None
 
 
 def generate(kind: str, seed: int, difficulty: str | None = None) -> SimTask:
@@ -89,9 +113,10 @@ def generate(kind: str, seed: int, difficulty: str | None = None) -> SimTask:
         raise ValueError(f"unknown difficulty {difficulty!r}")
     if seed < 0:
         raise ValueError("seed must be a non-negative integer")
-    question, truth = spec.build(random.Random(f"{kind}:{difficulty}:{seed}"), difficulty)
+    built = spec.build(random.Random(f"{kind}:{difficulty}:{seed}"), difficulty)
+    question, truth = built[0], built[1]
     tag = f"[pareto-task {kind} {difficulty or 'any'} {seed}]"
-    return SimTask(kind, spec.task, difficulty, seed, f"{question}\n\n{tag}", truth)
+    return SimTask(kind, spec.task, difficulty, seed, f"{question}\n\n{tag}", truth, built[2] if len(built) > 2 else None)
 
 
 def recognize(text: str | None) -> SimTask | None:
@@ -209,6 +234,7 @@ KINDS: Mapping[str, TaskKind] = MappingProxyType(
             render=lambda a: f"So the final answer is \\boxed{{{a}}}.",
             pattern=re.compile(r"\\boxed\{\s*(-?\d+)\s*\}"),
             wrong=_arith_wrong,
+            verifier=lambda t: {"name": "math_answer", "reference": t.answer},
         ),
         "multiple_choice": TaskKind(
             name="multiple_choice",
@@ -217,6 +243,37 @@ KINDS: Mapping[str, TaskKind] = MappingProxyType(
             render=lambda a: f"So the best option is {a}. Answer: {a}",
             pattern=re.compile(r"Answer:\s*\(?([A-D])\b"),
             wrong=_mc_wrong,
+            verifier=lambda t: {"name": "regex", "pattern": rf"Answer:\s*\(?{t.answer}\b(?![\s\S]*Answer:)"},
+        ),
+        "sat": TaskKind(
+            name="sat",
+            task="sat",
+            build=puzzles.sat_build,
+            render=lambda a: f"Assignment: {a}",
+            pattern=re.compile(r"Assignment:\s*(-?\d+(?:[ \t,]+-?\d+)*)"),
+            check=puzzles.sat_check,
+            wrong_for=puzzles.sat_wrong,
+            verifier=lambda t: puzzles.sat_verifier(t.data),
+        ),
+        "tsp": TaskKind(
+            name="tsp",
+            task="tsp",
+            build=puzzles.tsp_build,
+            render=lambda a: f"Tour: {a}",
+            pattern=re.compile(r"Tour:\s*(\d+(?:[ \t,>-]+\d+)*)"),
+            check=puzzles.tsp_check,
+            wrong_for=puzzles.tsp_wrong,
+            verifier=lambda t: puzzles.tsp_verifier(t.data),
+        ),
+        "calendar": TaskKind(
+            name="calendar",
+            task="planning",
+            build=puzzles.calendar_build,
+            render=lambda a: f"Slot: {a}",
+            pattern=re.compile(r"Slot:\s*(\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2})"),
+            check=puzzles.calendar_check,
+            wrong_for=puzzles.calendar_wrong,
+            verifier=lambda t: puzzles.calendar_verifier(t.data),
         ),
     }
 )
