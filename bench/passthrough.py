@@ -71,6 +71,8 @@ NOT_FOUND = {"error": {"message": "not found", "type": "invalid_request_error", 
                        "code": "not_found"}}
 
 TARGETS = ("direct", "bare-forwarder", "pareto-proxy", "litellm")
+#: the proxy with a team budget and a key rate limit on each ledger backend (--budget-legs)
+BUDGET_TARGETS = ("pareto-budget-sqlite", "pareto-budget-redis")
 OTHER_LOAD_WARN_PCT = 15  # foreign CPU use (% of one core) above which a point is flagged
 
 # ---------------------------------------------------------------------------------------------
@@ -400,15 +402,43 @@ http {{
 # pareto-proxy
 
 
-def start_pareto(procs: Procs, tmp: Path, upstream: str) -> tuple[str, int, str]:
+def start_redis(procs: Procs, tmp: Path) -> str:
+    """A private redis-server (AOF everysec, the persistence the README asks for) for the Redis leg."""
+    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(exe):
+        raise FileNotFoundError(f"{exe} not found (apt-get install redis-server)")
+    d = tmp / "redis"
+    d.mkdir()
+    port = free_port()
+    procs.start("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d), "--save", "",
+                          "--appendonly", "yes", "--appendfsync", "everysec"], d / "server.log", cwd=d)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def start_pareto(procs: Procs, tmp: Path, upstream: str, name: str = "pareto",
+                 ledger: str | None = None) -> tuple[str, int, str]:
+    """The proxy with auth, metrics and traces. With `ledger`, the bench key's team also gets a
+    (never reached) monthly budget and the key a rate limit, so every request takes the full
+    budget path: a rate check and a reservation before the upstream call, a durable commit after."""
     exe = REPO / ".venv" / "bin" / "pareto-proxy"
     if not exe.exists():
         raise RuntimeError(f"{exe} does not exist (is the package installed in {REPO}/.venv?)")
-    d = tmp / "pareto"
+    d = tmp / name
     d.mkdir()
     port = free_port()
     cfg = d / "proxy.yaml"
-    cfg.write_text(f"""models:
+    limits = "\n    rpm: 100000000\n    tpm: 100000000000" if ledger else ""
+    cfg.write_text(f"""ledger: {ledger or f"sqlite:///{d}/.pareto/ledger.db"}
+models:
   - name: {MODEL}
     provider: openai
     api_base: {upstream}/v1
@@ -416,7 +446,7 @@ def start_pareto(procs: Procs, tmp: Path, upstream: str) -> tuple[str, int, str]
     price: {{input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}}
 keys:
   - key_env: BENCH_PROXY_KEY
-    team: bench
+    team: bench{limits}
 traces_dir: {d}/traces
 """)
     env = dict(os.environ)
@@ -432,8 +462,13 @@ traces_dir: {d}/traces
         cmd += ["--workers", "1"]
     log_path = d / "server.log"
     # cwd = the temp dir, so the default ledger (.pareto/ledger.db) lands there too
-    p = procs.start("pareto-proxy", cmd, log_path, env=env, cwd=d)
+    p = procs.start(name, cmd, log_path, env=env, cwd=d)
     wait_ready(p, f"http://127.0.0.1:{port}/healthz", 90, log_path)
+    if ledger:
+        status, body = http("PUT", f"http://127.0.0.1:{port}/admin/budgets", json.dumps(
+            {"team": "bench", "usd": 1e9, "period": "month"}), key=PROXY_ADMIN_KEY)
+        if status != 200:
+            raise RuntimeError(f"setting the bench budget failed: {status} {body[:300]!r}")
     return f"http://127.0.0.1:{port}", p.pid, " ".join(cmd)
 
 
@@ -685,12 +720,16 @@ def summarize(report: dict, connections: list[int]) -> None:
     ratios = []
     for c in connections:
         d, b, p, l = (_run(report, t, c) for t in TARGETS)
-        ratios.append({
+        row = {
             "connections": c,
             "proxy_over_bare": round(p["rps"] / b["rps"], 3) if _ok(p) and _ok(b) else None,
             "proxy_over_direct": round(p["rps"] / d["rps"], 3) if _ok(p) and _ok(d) else None,
             "proxy_over_litellm": round(p["rps"] / l["rps"], 2) if _ok(p) and _ok(l) else None,
-        })
+        }
+        for name in BUDGET_TARGETS:
+            x = _run(report, name, c)
+            row[f"{name}_over_bare"] = round(x["rps"] / b["rps"], 3) if _ok(x) and _ok(b) else None
+        ratios.append(row)
     report["ratios"] = ratios
     d1, p1 = _run(report, "direct", 1), _run(report, "pareto-proxy", 1)
     added = round(p1["p50_ms"] - d1["p50_ms"], 3) if _ok(d1) and _ok(p1) else None
@@ -727,21 +766,21 @@ def print_table(report: dict, args) -> None:
           f"min(connections, 2); POST {len(REQUEST_BODY)}-byte chat body; non-streaming; "
           f"single worker each.")
     print()
-    hdr = (f"{'target':<14}{'conns':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
+    hdr = (f"{'target':<22}{'conns':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
            f"{'srv CPU%':>10}{'us CPU/req':>12}{'other%':>8}{'steal%':>8}  note")
     print(hdr)
     print("-" * len(hdr))
-    for name in TARGETS:
+    for name in TARGETS + BUDGET_TARGETS:
         t = report["targets"].get(name)
         if t is None:
             continue
         if "runs" not in t:
-            print(f"{name:<14}{'-':>6}{'-':>11}{'-':>10}{'-':>10}{'-':>9}  {t.get('status')}: "
+            print(f"{name:<22}{'-':>6}{'-':>11}{'-':>10}{'-':>10}{'-':>9}  {t.get('status')}: "
                   f"{t.get('reason', '').splitlines()[0] if t.get('reason') else ''}")
             continue
         for r in t["runs"]:
             if "rps" not in r:
-                print(f"{name:<14}{r['connections']:>6}{'-':>11}{'-':>10}{'-':>10}{'-':>9}  "
+                print(f"{name:<22}{r['connections']:>6}{'-':>11}{'-':>10}{'-':>10}{'-':>9}  "
                       f"{r.get('error')}")
             elif r["ok"]:
                 cpu = r.get("cpu", {})
@@ -751,14 +790,14 @@ def print_table(report: dict, args) -> None:
                                               or "short-lived processes"))
                 if cpu.get("steal_pct", 0) >= OTHER_LOAD_WARN_PCT:
                     notes.append("hypervisor steal")
-                print(f"{name:<14}{r['connections']:>6}{r['rps']:>11.1f}{r['p50_ms']:>10.3f}"
+                print(f"{name:<22}{r['connections']:>6}{r['rps']:>11.1f}{r['p50_ms']:>10.3f}"
                       f"{r['p99_ms']:>10.3f}{r['errors']:>9}{fmt(cpu.get('server_pct'), '.0f'):>10}"
                       f"{fmt(r.get('server_cpu_us_per_req'), '.0f'):>12}"
                       f"{fmt(cpu.get('other_pct'), '.0f'):>8}{fmt(cpu.get('steal_pct'), '.0f'):>8}"
                       + ("  " + "; ".join(notes) if notes else ""))
             else:
                 se = r["socket_errors"]
-                print(f"{name:<14}{r['connections']:>6}{'ERRORS':>11}{'-':>10}{'-':>10}"
+                print(f"{name:<22}{r['connections']:>6}{'ERRORS':>11}{'-':>10}{'-':>10}"
                       f"{r['errors']:>9}  non-2xx {r['non2xx']}, socket connect/read/write/"
                       f"timeout {se['connect']}/{se['read']}/{se['write']}/{se['timeout']} "
                       f"of {r.get('requests')} requests")
@@ -767,6 +806,10 @@ def print_table(report: dict, args) -> None:
     for r in report["ratios"]:
         print(f"{r['connections']:>6}{fmt(r['proxy_over_direct'], '.3f'):>15}{fmt(r['proxy_over_bare'], '.3f'):>13}"
               f"{fmt(r['proxy_over_litellm'], '.2f'):>15}")
+    if any(r.get(f"{n}_over_bare") for r in report["ratios"] for n in BUDGET_TARGETS):
+        print(f"{'conns':>6}" + "".join(f"{n + '/bare':>28}" for n in BUDGET_TARGETS) + "   (req/s ratios; target >= 0.70)")
+        for r in report["ratios"]:
+            print(f"{r['connections']:>6}" + "".join(f"{fmt(r.get(n + '_over_bare'), '.3f'):>28}" for n in BUDGET_TARGETS))
     print()
     a = report["added_p50_ms_at_c1"]
     print(f"Added p50 latency at c=1 (pareto-proxy p50 - direct p50): "
@@ -809,6 +852,8 @@ def parse_args(argv=None):
     ap.add_argument("--wait-quiet", type=float, default=60.0, metavar="S",
                     help="before each point, wait up to S seconds for other load to stop (0: off)")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--budget-legs", action="store_true",
+                    help="also run the proxy with a team budget and key rate limit on the SQLite and the Redis ledger")
     ap.add_argument("--skip-proxy", action="store_true", help="skip the pareto-proxy leg")
     ap.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -855,6 +900,11 @@ def main(argv=None) -> int:
         legs = [("bare-forwarder", lambda: start_bare(procs, tmp, upstream), None)]
         if not args.skip_proxy:
             legs.append(("pareto-proxy", lambda: start_pareto(procs, tmp, upstream), PROXY_KEY))
+        if args.budget_legs:
+            legs.append(("pareto-budget-sqlite", lambda: start_pareto(
+                procs, tmp, upstream, "pareto-budget-sqlite", f"sqlite:///{tmp}/budget-sqlite/ledger.db"), PROXY_KEY))
+            legs.append(("pareto-budget-redis", lambda: start_pareto(
+                procs, tmp, upstream, "pareto-budget-redis", start_redis(procs, tmp)), PROXY_KEY))
         else:
             report["targets"]["pareto-proxy"] = {"status": "skipped", "reason": "--skip-proxy"}
         if not args.skip_litellm:

@@ -220,8 +220,7 @@ def stop_redis(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def redis_url(tmp_path):
     """A fresh real redis-server for one test (no persistence); killed afterwards."""
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    assert Path(REDIS_SERVER).exists(), "redis-server is not installed (apt-get install redis-server; .ci/run does)"
     proc, url = start_redis(tmp_path)
     try:
         yield url

@@ -163,3 +163,23 @@ def test_a_killed_replica_loses_nothing_committed_and_leaves_no_phantom_hold(tmp
         stop.set()
         a.stop(signal.SIGKILL)
         b.stop()
+
+
+def test_without_its_ledger_a_replica_refuses_rather_than_serving_unbilled(tmp_path):
+    proc, url = start_redis(tmp_path)
+    (p,) = replicas(tmp_path, url, n=1)
+    try:
+        made = create_key(p.url, team="down")
+        client = OpenAI(base_url=p.base_url, api_key=made["key"], max_retries=0)
+        assert client.chat.completions.create(model="sim-deepseek", messages=MSG, max_tokens=5).choices
+        stop_redis(proc)
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(model="sim-deepseek", messages=MSG, max_tokens=5)
+        assert e.value.status_code == 503 and e.value.code == "ledger_unavailable"
+        import httpx
+
+        assert httpx.get(p.url + "/readyz").status_code == 503
+        assert p.proc.poll() is None, "the replica keeps running and recovers when Redis returns"
+    finally:
+        p.stop()
+        stop_redis(proc)
