@@ -78,14 +78,22 @@ def _expose_stdlib(libc):
     os.mkdir(target, 0o755)
     if libc.mount(prefix.encode(), target.encode(), None, 4096, None) != 0:  # MS_BIND
         return
-    sys.path[:] = [target + p[len(prefix):] if p.startswith(prefix) else p for p in sys.path]
+    def moved(paths):
+        return [target + p[len(prefix):] if p.startswith(prefix) else p for p in paths]
+
+    sys.path[:] = moved(sys.path)
+    for module in list(sys.modules.values()):  # packages already imported (encodings) find submodules there too
+        path = getattr(module, "__path__", None)
+        if isinstance(path, list):
+            path[:] = moved(path)
     sys.path_importer_cache.clear()
 
 
 #: imported before the privilege drop where the stdlib could not be exposed by a bind mount
 _COMMON = ("math", "cmath", "itertools", "functools", "collections", "heapq", "bisect", "re", "string",
            "random", "json", "copy", "operator", "typing", "dataclasses", "fractions", "decimal",
-           "statistics", "datetime", "unittest", "enum", "abc", "array", "struct", "textwrap", "socket")
+           "statistics", "datetime", "unittest", "enum", "abc", "array", "struct", "textwrap", "socket",
+           "encodings.idna")
 
 
 def _preimport():
