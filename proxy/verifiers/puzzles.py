@@ -66,7 +66,7 @@ def _check_clauses(clauses: list[list[int]]) -> list[list[int]]:
     for i, c in enumerate(clauses):
         if not c:
             raise ValueError(f"clause {i} is empty")
-        if any(isinstance(x, bool) or lit == 0 or abs(lit) > _MAX_VARS for lit in c for x in (lit,)):
+        if any(isinstance(lit, bool) or lit == 0 or abs(lit) > _MAX_VARS for lit in c):
             raise ValueError(f"clause {i}: literals are non-zero integers of magnitude at most {_MAX_VARS}")
     return clauses
 
