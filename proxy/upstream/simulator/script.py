@@ -18,7 +18,9 @@ script reaches the simulator whichever model the router picks.
 
 A scripted sample emits exactly ``tokens`` completion tokens (reasoning + answer for reasoning
 models) and ends with its answer rendered the way the generated tasks do (``\\boxed{42}``, or
-``Answer: B`` for a single capital letter); ``text`` replaces that closing text verbatim.
+``Answer: B`` for a single capital letter); ``text`` replaces that closing text verbatim, its
+line breaks and indentation kept (a token is a whitespace-separated word, carrying the line
+break and indentation before it), so a script can reply with a fenced code block.
 ``max_tokens`` / ``max_completion_tokens`` cut it as usual (finish_reason "length", no answer).
 ``error`` fails the request with that HTTP status, ``hang`` never answers, ``disconnect_at``
 drops the stream at the first chunk boundary at or past that many tokens.
@@ -32,7 +34,7 @@ from typing import Any
 
 from proxy.errors import UpstreamRejected
 
-__all__ = ["ScriptBook", "ScriptedSample", "SimScript", "parse_script", "render_tail"]
+__all__ = ["ScriptBook", "ScriptedSample", "SimScript", "parse_script", "render_tail", "text_tokens"]
 
 _LETTER = re.compile(r"[A-Z]")
 _FIELDS = {"tokens", "answer", "text", "error", "hang", "disconnect_at"}
@@ -135,6 +137,19 @@ class ScriptBook:
         return dict(self._next)
 
 
+def text_tokens(text: str) -> tuple[str, ...]:
+    """`text` as tokens that rebuild it when joined by single spaces, line breaks and indentation
+    included (a line then ends in a space, which no reader of code or prose minds)."""
+    out = []
+    for m in re.finditer(r"(\s*)(\S+)", text):
+        ws, word = m.groups()
+        if not out or ws in ("", " ") or "\n" not in ws:
+            out.append(word)
+        else:
+            out.append(ws[1:] + word if ws.startswith(" ") else ws + word)
+    return tuple(out)
+
+
 def render_tail(sample: ScriptedSample) -> tuple[str, ...]:
     """The closing words of a scripted sample, at most `sample.tokens` of them.
 
@@ -142,7 +157,7 @@ def render_tail(sample: ScriptedSample) -> tuple[str, ...]:
     its last words: the count is what a script promises, the answer is best effort.
     """
     if sample.text is not None:
-        words = tuple(sample.text.split())
+        words = text_tokens(sample.text)
         return words[len(words) - sample.tokens:] if len(words) > sample.tokens else words
     if sample.answer is None:
         return ()
