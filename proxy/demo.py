@@ -1,7 +1,10 @@
 """`pareto-proxy demo`: a workload of generated tasks through a live proxy, a table and a PNG.
 
-The tasks come from the simulator's generators (arithmetic -> math, multiple choice -> science),
-so every answer can be graded against the truth. Each target (the router aliases for each policy,
+The tasks come from the simulator's generators (arithmetic -> math, multiple choice -> science,
+3-SAT -> sat, TSP -> tsp, meeting scheduling -> planning), so every answer can be graded against
+the truth. The puzzles carry the verifier a real deployment would use for them, built from the
+problem alone (the formula, the distance matrix, the calendars; no known answer), with one
+restart: a failing verdict redraws the sample, and best-of-n prefers shorter tours. Each target (the router aliases for each policy,
 and each fixed model) gets the same prompts through the real `openai` client; the table shows
 what the policies buy: accuracy, cost per request, p95 cost, and the share of completion tokens
 wasted on cut or cancelled samples (losing votes of a majority are not waste: they voted).
@@ -26,7 +29,9 @@ import numpy as np
 
 from proxy.upstream.simulator.tasks import SimTask, generate
 
-KINDS = {"arithmetic": "math", "multiple_choice": "science"}
+KINDS = {"arithmetic": "math", "multiple_choice": "science", "sat": "sat", "tsp": "tsp", "calendar": "planning"}
+#: kinds whose requests carry a verifier (and one restart on a failed verdict)
+VERIFIED = ("sat", "tsp", "calendar")
 DIFFICULTIES = ("easy", "medium", "hard")
 
 
@@ -40,6 +45,9 @@ class TargetResult:
     completion_tokens: int = 0
     wasted_tokens: int = 0
     models: dict[str, int] = field(default_factory=dict)
+    verdicts: int = 0
+    verdicts_passed: int = 0
+    restarts: int = 0
 
     def row(self) -> dict:
         costs = np.array(self.costs or [0.0])
@@ -49,6 +57,7 @@ class TargetResult:
             "cost_usd_per_request": float(costs.mean()), "p95_cost_usd": float(np.percentile(costs, 95)),
             "wasted_share": self.wasted_tokens / self.completion_tokens if self.completion_tokens else 0.0,
             "models": dict(sorted(self.models.items(), key=lambda kv: -kv[1])),
+            "verdicts": self.verdicts, "verdicts_passed": self.verdicts_passed, "restarts": self.restarts,
         }
 
 
@@ -61,12 +70,22 @@ def workload(n: int, seed: int) -> list[SimTask]:
     return out
 
 
+def request_routing(task: SimTask) -> dict:
+    """The `routing` object of a demo request: the task, and for puzzles their verifier."""
+    routing: dict = {"task": KINDS[task.kind], "explain": True}
+    verifier = task.verifier
+    if task.kind in VERIFIED and verifier is not None:
+        verifier = {k: v for k, v in verifier.items() if k != "max_length"}  # the optimum is not known in real life
+        routing.update(verifier=verifier, max_restarts=1)
+    return routing
+
+
 async def _one(client, target: str, task: SimTask, res: TargetResult, sem: asyncio.Semaphore) -> None:
     async with sem:
         try:
             r = await client.chat.completions.create(
                 model=target, messages=[{"role": "user", "content": task.prompt}],
-                extra_body={"routing": {"task": KINDS[task.kind], "explain": True}})
+                extra_body={"routing": request_routing(task)})
         except Exception:  # a failed request is counted, not fatal: the table shows it
             res.requests += 1
             res.errors += 1
@@ -80,6 +99,10 @@ async def _one(client, target: str, task: SimTask, res: TargetResult, sem: async
         res.completion_tokens += s["completion_tokens"]
         if s.get("cut") or s.get("cancelled"):  # DESIGN's "wasted": cut or cancelled samples
             res.wasted_tokens += s["completion_tokens"]
+        if s.get("verdict") is not None:
+            res.verdicts += 1
+            res.verdicts_passed += bool(s["verdict"]["passed"])
+        res.restarts += s.get("role") in ("restart", "escalate", "force_answer")
 
 
 async def run_targets(url: str, key: str, targets: list[str], tasks: list[SimTask], concurrency: int,
@@ -189,12 +212,14 @@ def main(url: str | None, key: str | None, n: int, seed: int, concurrency: int, 
 
         print(json.dumps({"tasks": n, "seed": seed, "rows": rows}, indent=2))
     else:
-        table = Table(title=f"{n} generated tasks (arithmetic + multiple choice) per target")
-        for col in ("target", "accuracy", "cost/request", "p95 cost", "wasted", "errors", "served by"):
+        table = Table(title=f"{n} generated tasks (arithmetic, multiple choice, SAT, TSP, calendar) per target")
+        for col in ("target", "accuracy", "cost/request", "p95 cost", "wasted", "verified", "restarts", "errors",
+                    "served by"):
             table.add_column(col, justify="left" if col in ("target", "served by") else "right")
         for r in rows:
             table.add_row(r["target"], f"{r['accuracy']:.3f}", f"${r['cost_usd_per_request']:.6f}",
-                          f"${r['p95_cost_usd']:.6f}", f"{100 * r['wasted_share']:.1f}%", str(r["errors"]),
+                          f"${r['p95_cost_usd']:.6f}", f"{100 * r['wasted_share']:.1f}%",
+                          f"{r['verdicts_passed']}/{r['verdicts']}", str(r["restarts"]), str(r["errors"]),
                           ", ".join(f"{m} ({c})" for m, c in list(r["models"].items())[:3]))
         out = Console()
         if not out.is_terminal:  # piped: do not squeeze the table to 80 columns
