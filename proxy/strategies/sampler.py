@@ -88,7 +88,7 @@ class Sample:
     error_kind: str | None = None
     exception: ProxyError | None = field(default=None, repr=False)
     cost_usd: float = 0.0
-    #: why the call was made: sample, restart, escalate, force_answer, refine, critic, fallback
+    #: why the call was made: sample, restart, escalate, force_answer, refine, critic, fallback, judge
     role: str = "sample"
     slot: int = 0
     attempt: int = 1

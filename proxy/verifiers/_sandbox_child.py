@@ -10,8 +10,9 @@ Locking down, in this order (each step needs the privilege the next one drops):
 
 1. with root (real, or root of a user namespace) and namespaces: a private tmpfs over every
    world-writable directory (/tmp, /var/tmp, /dev/shm, /run/lock) and a fresh /proc, so files
-   written "outside" vanish with the namespace and host processes are invisible; the work
-   directory is an empty directory on that tmpfs;
+   written "outside" vanish with the namespace and host processes are invisible; sealed empty
+   mounts over the proxy's working directory, /root and /home (traces and config stay out of
+   reach); the work directory is an empty directory on the private /tmp;
 2. resource limits: address space, CPU seconds, processes, file size, open files, no core dumps;
 3. drop to the job's unprivileged uid/gid (real root only; root ignores RLIMIT_NPROC), and
    PR_SET_NO_NEW_PRIVS so no setuid binary can climb back;
@@ -65,6 +66,9 @@ def _private_dirs(libc, job):
             libc.mount(b"tmpfs", d, b"tmpfs", 0, b"size=1m,mode=1777")
     libc.mount(b"proc", b"/proc", b"proc", 0, None)  # host processes out of sight; best effort
     _expose_stdlib(libc)
+    for path in job.get("hide") or ():  # the proxy's own files (traces, config): empty and sealed
+        if os.path.isdir(path) and os.path.realpath(path) not in ("/", "/tmp"):
+            libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", 0, b"size=1m,mode=000")
     work = "/tmp/work"
     os.mkdir(work, 0o700)
     return work

@@ -16,7 +16,9 @@ How, and why each piece (the strongest mechanism the machine allows, probed once
   namespace has only a downed loopback, so no socket reaches anything, in any language or
   system call; the pid namespace makes the child pid 1, so killing it kills every process it
   spawned, even ones that left the session; the mount namespace gets private tmpfs mounts over
-  every world-writable directory and its own /proc (see `_sandbox_child.py`).
+  every world-writable directory, its own /proc, and sealed empty mounts over the proxy's
+  working directory, /root and /home, so traces and config are out of reach (see
+  `_sandbox_child.py`; `hide_paths` adds more, e.g. a traces directory elsewhere).
 * **An unprivileged uid** (as root): root ignores RLIMIT_NPROC, so the child drops to a uid of
   its own (`uid_base + slot`, one per concurrent run, so runs cannot count against or signal
   each other) after setting its limits. Without root there is nobody to drop to: in ``userns``
@@ -151,11 +153,13 @@ class Sandbox:
     """
 
     def __init__(self, limits: SandboxLimits | None = None, *, concurrency: int | None = None,
-                 uid_base: int = 64000, mode: Mode | None = None, python: str | None = None) -> None:
+                 uid_base: int = 64000, mode: Mode | None = None, python: str | None = None,
+                 hide_paths: tuple[str, ...] = ()) -> None:
         self.limits = limits or SandboxLimits()
         self.concurrency = concurrency or max(2, os.cpu_count() or 2)
         self.uid_base = uid_base
         self.python = python or sys.executable
+        self.hide_paths = hide_paths
         self._mode: Mode | None = mode
         self._probe_lock: asyncio.Lock | None = None
         self._slots: asyncio.Queue[int] | None = None
@@ -207,6 +211,8 @@ class Sandbox:
             "nonce": secrets.token_hex(16), "code": code, "tests": tests, "mode": mode,
             "network_isolated": mode in ("namespaces", "userns"), "workdir": workdir,
             "uid": uid, "gid": uid, "tmpfs_mb": lim.tmpfs_mb,
+            "hide": [p for p in dict.fromkeys([os.getcwd(), "/root", "/home", *self.hide_paths])
+                     if not _is_system(p)],
             "limits": {"memory_mb": lim.memory_mb, "cpu_s": math.ceil(timeout_s) + 1, "file_mb": lim.file_mb,
                        "open_files": lim.open_files, "processes": processes},
         }
@@ -378,6 +384,13 @@ def _own_processes() -> int:
             except OSError:
                 continue
     return count
+
+
+def _is_system(path: str) -> bool:
+    """Directories never hidden: the root, /tmp (already private) and what programs run from."""
+    real = os.path.realpath(path)
+    system = ("/", "/tmp", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/dev", "/sys", "/run", "/var")
+    return real in system or os.path.realpath(sys.base_prefix).startswith(real.rstrip("/") + "/") and real != "/root"
 
 
 def _cleanup(workdir: str | None) -> None:

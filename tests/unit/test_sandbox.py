@@ -160,3 +160,23 @@ async def test_runs_in_parallel_do_not_block_the_event_loop():
     ticker.cancel()
     assert results[0].status == "timeout" and results[1].passed
     assert ticks >= 20, "the loop kept running while a candidate spun"
+
+
+async def test_the_proxys_own_directory_is_hidden(monkeypatch):
+    """Traces and config live in the proxy's working directory: a candidate must not read them."""
+    import shutil
+    import tempfile
+
+    sb = Sandbox()
+    if await sb.mode() not in ("namespaces", "userns"):
+        pytest.skip("hiding directories needs a mount namespace")
+    home = Path(tempfile.mkdtemp(prefix=".sandbox-cwd-", dir=Path(__file__).parents[2]))
+    try:
+        os.chmod(home, 0o755)
+        (home / "traces.jsonl").write_text("a secret prompt")
+        os.chmod(home / "traces.jsonl", 0o644)
+        monkeypatch.chdir(home)
+        r = await sb.run(f"data = open({str(home / 'traces.jsonl')!r}).read()\n", "assert 'secret' in data", timeout_s=10)
+        assert not r.passed and ("Permission" in r.reason or "No such file" in r.reason), r.reason
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
