@@ -279,3 +279,13 @@ async def test_checks_run_concurrently_without_blocking(registry):
     verdicts = await asyncio.gather(*(v.verify("Assignment: " + " ".join(str(i) for i in range(1, 2001)), {})
                                       for _ in range(4)))
     assert all(x.passed for x in verdicts)
+
+
+@pytest.mark.parametrize("kind, task", [("sat", "sat"), ("tsp", "tsp"), ("calendar", "planning")])
+def test_the_classifier_labels_the_new_puzzle_prompts(kind, task):
+    from proxy.routing.classifier import TaskClassifier
+
+    clf = TaskClassifier.load()
+    prompts = [generate(kind, 7000 + i, (None, "easy", "medium", "hard")[i % 4]).prompt for i in range(20)]
+    right = sum(clf.classify([{"role": "user", "content": p}])[0] == task for p in prompts)
+    assert right >= 18, f"{kind}: {right}/20"
