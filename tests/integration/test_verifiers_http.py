@@ -72,10 +72,11 @@ def metrics(proxy) -> str:
 
 
 def test_parallel_python_tests_returns_the_sample_that_passes(client, proxy, validate):
+    # majority: every sample is checked (no early stop), and the vote is among passing samples
     body = script(text(WRONG), text(RIGHT), text(WRONG))
     raw = client.chat.completions.with_raw_response.create(
         model="r1", messages=MSG,
-        extra_body={**body, **routing(strategy={"name": "parallel", "k": 3, "aggregator": "best_of_n"},
+        extra_body={**body, **routing(strategy={"name": "parallel", "k": 3, "aggregator": "majority"},
                                       verifier={"name": "python_tests", "tests": TESTS, "timeout_s": 10})})
     validate(json.loads(raw.text), "CreateChatCompletionResponse")
     r = raw.parse()
@@ -90,6 +91,20 @@ def test_parallel_python_tests_returns_the_sample_that_passes(client, proxy, val
     assert 'pareto_verifications_total{result="pass",verifier="python_tests"}' in m
     assert 'pareto_verifications_total{result="fail",verifier="python_tests"} 2.0' in m
     assert 'pareto_verifier_seconds_count{verifier="python_tests"} 3.0' in m
+
+
+def test_best_of_n_with_python_tests_picks_the_passing_sample(client):
+    body = script(text(WRONG), text(WRONG), text(RIGHT))
+    r = client.chat.completions.create(
+        model="r1", messages=MSG,
+        extra_body={**body, **routing(strategy={"name": "parallel", "k": 3, "aggregator": "best_of_n"},
+                                      verifier={"name": "python_tests", "tests": TESTS})})
+    assert "a + b" in r.choices[0].message.content
+    samples = r.model_extra["routing"]["samples"]
+    (winner,) = [s for s in samples if s["selected"]]
+    assert winner["verdict"] == {"passed": True, "score": 1.0, "feedback": winner["verdict"]["feedback"]}
+    # the others were checked and failed, or their sample or check was cancelled once a perfect pass was in
+    assert all(s["verdict"] is None or not s["verdict"]["passed"] for s in samples if not s["selected"])
 
 
 def test_first_finish_with_a_verifier_waits_for_the_first_pass(client):
