@@ -147,6 +147,7 @@ class SQLiteLedger(Ledger):
         finally:
             con.close()
         self._held: dict[str, Reservation] = {}
+        self._pending: list[_Op] = []
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -185,18 +186,27 @@ class SQLiteLedger(Ledger):
         self._ensure_writer()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._q.put(_Op(kind, args, fut, loop, durable))
+        # Operations submitted in the same loop iteration travel to the writer together: one
+        # queue hand-off and one thread wake-up per batch rather than per operation.
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append(_Op(kind, args, fut, loop, durable))
         return await fut
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            self._q.put(batch)
 
     def _writer(self) -> None:
         con = self._connect()
         sync = None
         try:
             while True:
-                op = self._q.get()
-                if op is _STOP:
+                item = self._q.get()
+                if item is _STOP:
                     return
-                batch = [op]
+                batch: list[_Op] = list(item)
                 stop = False
                 while len(batch) < _MAX_BATCH:
                     try:
@@ -206,7 +216,7 @@ class SQLiteLedger(Ledger):
                     if nxt is _STOP:
                         stop = True
                         break
-                    batch.append(nxt)
+                    batch.extend(nxt)
                 want = "FULL" if any(o.durable for o in batch) else "NORMAL"
                 if want != sync:
                     con.execute(f"PRAGMA synchronous={want}")
@@ -218,32 +228,19 @@ class SQLiteLedger(Ledger):
             con.close()
 
     def _run_batch(self, con: sqlite3.Connection, batch: list[_Op]) -> None:
-        results: list[tuple[Any, BaseException | None]] = []
+        """One transaction for the whole batch. Operations check before they write (a refused
+        reserve has written nothing), so they run without per-operation savepoints; only if one
+        fails unexpectedly is the batch redone with a savepoint around each operation, so that
+        failure stays its own."""
         try:
-            con.execute("BEGIN IMMEDIATE")
-            now = self.clock()
-            if now - self._last_purge >= 1.0:
-                self._purge(con, now)
-                self._last_purge = now
-            for op in batch:
-                con.execute("SAVEPOINT op")
-                try:
-                    res = getattr(self, "_do_" + op.kind)(con, now, *op.args)
-                    con.execute("RELEASE op")
-                    results.append((res, None))
-                except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
-                    con.execute("ROLLBACK TO op")
-                    con.execute("RELEASE op")
-                    results.append((None, e))
-            con.execute("COMMIT")
-        except BaseException as e:  # noqa: BLE001
-            try:
-                con.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            results = self._transaction(con, batch, isolate=False)
+            if any(exc is not None and not isinstance(exc, (BudgetExceeded, RateLimited)) for _, exc in results):
+                results = self._transaction(con, batch, isolate=True)
+        except BaseException as e:  # noqa: BLE001 - the whole batch failed (disk, lock timeout)
             results = [(None, e)] * len(batch)
         self.batches += 1
         self.ops += len(batch)
+        deliveries: dict[asyncio.AbstractEventLoop, list] = {}
         for op, (res, exc) in zip(batch, results):
             if op.kind == "reserve" and exc is None:
                 self._held[res.id] = res
@@ -252,11 +249,62 @@ class SQLiteLedger(Ledger):
             elif op.kind == "release_many" and exc is None:
                 for r in op.args[0]:
                     self._held.pop(r.id, None)
-            if op.fut is not None:
+            if op.fut is not None and op.loop is not None:
+                deliveries.setdefault(op.loop, []).append((op, res, exc))
+        for loop, items in deliveries.items():
+            try:
+                loop.call_soon_threadsafe(self._deliver_all, items)  # one wake-up per batch
+            except RuntimeError:  # the loop is gone
+                pass
+
+    def _transaction(self, con: sqlite3.Connection, batch: list[_Op],
+                     isolate: bool) -> list[tuple[Any, BaseException | None]]:
+        results: list[tuple[Any, BaseException | None]] = []
+        self._memo: dict[str, list[tuple[str, int | None, int | None]]] = {}
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            now = self.clock()
+            if now - self._last_purge >= 1.0:
+                self._purge(con, now)
+                self._last_purge = now
+            for op in batch:
+                if isolate:
+                    con.execute("SAVEPOINT op")
                 try:
-                    op.loop.call_soon_threadsafe(self._deliver, op, res, exc)
-                except RuntimeError:  # the loop is gone
-                    pass
+                    res = getattr(self, "_do_" + op.kind)(con, now, *op.args)
+                    if isolate:
+                        con.execute("RELEASE op")
+                    results.append((res, None))
+                except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                    if isolate:
+                        con.execute("ROLLBACK TO op")
+                        con.execute("RELEASE op")
+                    results.append((None, e))
+                    if not isolate and not isinstance(e, (BudgetExceeded, RateLimited)):
+                        break  # redo the batch isolated
+            if len(results) < len(batch):
+                con.execute("ROLLBACK")
+                return results
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        return results
+
+    def _budget_rows(self, con: sqlite3.Connection, scope: str) -> list[tuple[str, int | None, int | None]]:
+        """(period, limit_n, soft_n) of a scope, read once per batch transaction."""
+        rows = self._memo.get(scope)
+        if rows is None:
+            rows = self._memo[scope] = con.execute(
+                "SELECT period, limit_n, soft_n FROM budgets WHERE scope = ?", (scope,)).fetchall()
+        return rows
+
+    def _deliver_all(self, items: list[tuple[_Op, Any, BaseException | None]]) -> None:
+        for op, res, exc in items:
+            self._deliver(op, res, exc)
 
     def _deliver(self, op: _Op, res: Any, exc: BaseException | None) -> None:
         if op.fut.cancelled() and op.kind == "reserve" and exc is None:
@@ -264,7 +312,7 @@ class SQLiteLedger(Ledger):
             # rather than at its TTL.
             self._held.pop(res.id, None)
             self._ensure_writer()
-            self._q.put(_Op("release", (res,), None, None, False))
+            self._q.put([_Op("release", (res,), None, None, False)])
             return
         _resolve(op.fut, res, exc)
 
@@ -290,9 +338,8 @@ class SQLiteLedger(Ledger):
                 raise RateLimited(rate.key_id, "tokens", rate.tpm, retry_after(prev_tk, cur_tk, rate.tpm, frac, 0))
         remaining: int | None = None
         if scopes:
-            marks = ",".join("?" * len(scopes))
-            limits = con.execute(f"SELECT scope, period, limit_n FROM budgets WHERE limit_n IS NOT NULL "
-                                 f"AND scope IN ({marks})", scopes).fetchall()
+            limits = [(scope, period, limit_n) for scope in scopes
+                      for period, limit_n, _ in self._budget_rows(con, scope) if limit_n is not None]
             if limits:
                 held: dict[str, int] = {}
                 worst: tuple[int, str, str] | None = None
@@ -323,17 +370,19 @@ class SQLiteLedger(Ledger):
                    tokens: int) -> CommitResult:
         con.execute("DELETE FROM holds WHERE id = ?", (res.id,))
         crossed: list[BudgetState] = []
-        if actual_n:
+        if actual_n and res.scopes:
+            # every window of every scope in one statement
+            wins = {period: window_id(period, now) for period in PERIODS}
+            rows = [(scope, win, actual_n) for scope in res.scopes for win in wins.values()]
+            after_by = {(sc, w): a for sc, w, a in con.execute(
+                "INSERT INTO spend (scope, win, amount_n) VALUES " + ",".join(["(?, ?, ?)"] * len(rows))
+                + " ON CONFLICT (scope, win) DO UPDATE SET amount_n = amount_n + excluded.amount_n "
+                  "RETURNING scope, win, amount_n", [x for row in rows for x in row]).fetchall()}
             for scope in res.scopes:
-                after: dict[str, int] = {}
-                for period in PERIODS:
-                    after[period] = con.execute(
-                        "INSERT INTO spend (scope, win, amount_n) VALUES (?, ?, ?) ON CONFLICT (scope, win) "
-                        "DO UPDATE SET amount_n = amount_n + excluded.amount_n RETURNING amount_n",
-                        (scope, window_id(period, now), actual_n)).fetchone()[0]
-                for period, limit_n, soft_n in con.execute(
-                        "SELECT period, limit_n, soft_n FROM budgets WHERE scope = ? AND soft_n IS NOT NULL", (scope,)):
-                    a = after[period]
+                for period, limit_n, soft_n in self._budget_rows(con, scope):
+                    if soft_n is None:
+                        continue
+                    a = after_by[(scope, wins[period])]  # type: ignore[index]
                     if a - actual_n < soft_n <= a:
                         held = con.execute("SELECT COALESCE(SUM(amount_n), 0) FROM holds WHERE scope = ? "
                                            "AND expires > ?", (scope, now)).fetchone()[0]
@@ -353,6 +402,7 @@ class SQLiteLedger(Ledger):
 
     def _do_set_budget(self, con: sqlite3.Connection, now: float, scope: str, period: str,
                        limit_n: int | None, soft_n: int | None) -> None:
+        self._memo.pop(scope, None)
         if limit_n is None and soft_n is None:
             con.execute("DELETE FROM budgets WHERE scope = ? AND period = ?", (scope, period))
         else:
