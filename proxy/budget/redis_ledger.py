@@ -47,7 +47,6 @@ import asyncio
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
@@ -283,7 +282,7 @@ class RedisLedger(Ledger):
         scopes = tuple(scopes)
         now = self.clock()
         amount = to_nano(amount_usd)
-        rid = uuid.uuid4().hex
+        rid = self.new_id()
         keys = self._keys(scopes, now)
         minute, frac = int(now // 60), (now % 60) / 60.0
         rpm = tpm = -1
