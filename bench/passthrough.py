@@ -73,6 +73,8 @@ NOT_FOUND = {"error": {"message": "not found", "type": "invalid_request_error", 
 TARGETS = ("direct", "bare-forwarder", "pareto-proxy", "litellm")
 #: the proxy with a team budget and a key rate limit on each ledger backend (--budget-legs)
 BUDGET_TARGETS = ("pareto-budget-sqlite", "pareto-budget-redis")
+#: the proxy at another commit (--compare-commit), filled in at run time
+COMPARE_TARGETS: list[str] = []
 OTHER_LOAD_WARN_PCT = 15  # foreign CPU use (% of one core) above which a point is flagged
 
 # ---------------------------------------------------------------------------------------------
@@ -425,7 +427,7 @@ def start_redis(procs: Procs, tmp: Path) -> str:
 
 
 def start_pareto(procs: Procs, tmp: Path, upstream: str, name: str = "pareto",
-                 ledger: str | None = None) -> tuple[str, int, str]:
+                 ledger: str | None = None, code: Path | None = None) -> tuple[str, int, str]:
     """The proxy with auth, metrics and traces. With `ledger`, the bench key's team also gets a
     (never reached) monthly budget and the key a rate limit, so every request takes the full
     budget path: a rate check and a reservation before the upstream call, a durable commit after."""
@@ -455,9 +457,13 @@ traces_dir: {d}/traces
     tok = _litellm_tokenizers(REPO / ".venv")
     if tok and "TIKTOKEN_CACHE_DIR" not in env:
         env["TIKTOKEN_CACHE_DIR"] = str(tok)
-    cmd = [str(exe), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
+    launcher = [str(exe)]
+    if code is not None:  # another commit's code (--compare-commit), with this venv's packages
+        launcher = [str(REPO / ".venv" / "bin" / "python"), "-c",
+                    f"import sys; sys.path.insert(0, {str(code)!r}); from proxy.cli import main; sys.exit(main())"]
+    cmd = [*launcher, "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
     # single worker: pass --workers 1 when the command knows the flag (contract), else default
-    helptext = read_cmd([str(exe), "serve", "--help"], env=env, cwd=d)
+    helptext = read_cmd([*launcher, "serve", "--help"], env=env, cwd=d)
     if "--workers" in helptext:
         cmd += ["--workers", "1"]
     log_path = d / "server.log"
@@ -729,6 +735,12 @@ def summarize(report: dict, connections: list[int]) -> None:
         for name in BUDGET_TARGETS:
             x = _run(report, name, c)
             row[f"{name}_over_bare"] = round(x["rps"] / b["rps"], 3) if _ok(x) and _ok(b) else None
+            for ref in COMPARE_TARGETS:
+                y = _run(report, ref, c)
+                row[f"{name}_over_{ref}"] = round(x["rps"] / y["rps"], 3) if _ok(x) and _ok(y) else None
+        for ref in COMPARE_TARGETS:
+            y = _run(report, ref, c)
+            row[f"proxy_over_{ref}"] = round(p["rps"] / y["rps"], 3) if _ok(p) and _ok(y) else None
         ratios.append(row)
     report["ratios"] = ratios
     d1, p1 = _run(report, "direct", 1), _run(report, "pareto-proxy", 1)
@@ -770,7 +782,7 @@ def print_table(report: dict, args) -> None:
            f"{'srv CPU%':>10}{'us CPU/req':>12}{'other%':>8}{'steal%':>8}  note")
     print(hdr)
     print("-" * len(hdr))
-    for name in TARGETS + BUDGET_TARGETS:
+    for name in TARGETS + BUDGET_TARGETS + tuple(COMPARE_TARGETS):
         t = report["targets"].get(name)
         if t is None:
             continue
@@ -806,6 +818,11 @@ def print_table(report: dict, args) -> None:
     for r in report["ratios"]:
         print(f"{r['connections']:>6}{fmt(r['proxy_over_direct'], '.3f'):>15}{fmt(r['proxy_over_bare'], '.3f'):>13}"
               f"{fmt(r['proxy_over_litellm'], '.2f'):>15}")
+    for ref in COMPARE_TARGETS:
+        cols = ["proxy"] + [n for n in BUDGET_TARGETS if any(r.get(f"{n}_over_{ref}") for r in report["ratios"])]
+        print(f"{'conns':>6}" + "".join(f"{c + '/' + ref:>44}" for c in cols) + "   (req/s ratios)")
+        for r in report["ratios"]:
+            print(f"{r['connections']:>6}" + "".join(f"{fmt(r.get(c + '_over_' + ref), '.3f'):>44}" for c in cols))
     if any(r.get(f"{n}_over_bare") for r in report["ratios"] for n in BUDGET_TARGETS):
         print(f"{'conns':>6}" + "".join(f"{n + '/bare':>28}" for n in BUDGET_TARGETS) + "   (req/s ratios; target >= 0.70)")
         for r in report["ratios"]:
@@ -852,6 +869,8 @@ def parse_args(argv=None):
     ap.add_argument("--wait-quiet", type=float, default=60.0, metavar="S",
                     help="before each point, wait up to S seconds for other load to stop (0: off)")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--compare-commit", metavar="REV",
+                    help="also run the proxy's code at git revision REV (a worktree in the temp dir) for before/after ratios")
     ap.add_argument("--budget-legs", action="store_true",
                     help="also run the proxy with a team budget and key rate limit on the SQLite and the Redis ledger")
     ap.add_argument("--skip-proxy", action="store_true", help="skip the pareto-proxy leg")
@@ -900,6 +919,13 @@ def main(argv=None) -> int:
         legs = [("bare-forwarder", lambda: start_bare(procs, tmp, upstream), None)]
         if not args.skip_proxy:
             legs.append(("pareto-proxy", lambda: start_pareto(procs, tmp, upstream), PROXY_KEY))
+        if args.compare_commit:
+            base = tmp / "compare-src"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(base),
+                            args.compare_commit], check=True, capture_output=True)
+            name = f"pareto@{args.compare_commit[:10]}"
+            COMPARE_TARGETS.append(name)
+            legs.append((name, lambda: start_pareto(procs, tmp, upstream, "pareto-compare", code=base), PROXY_KEY))
         if args.budget_legs:
             legs.append(("pareto-budget-sqlite", lambda: start_pareto(
                 procs, tmp, upstream, "pareto-budget-sqlite", f"sqlite:///{tmp}/budget-sqlite/ledger.db"), PROXY_KEY))
@@ -960,6 +986,9 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
+        if (tmp / "compare-src").exists():
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "compare-src")],
+                           capture_output=True)
         if args.keep_tmp:
             log(f"kept {tmp}")
         else:

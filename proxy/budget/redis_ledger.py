@@ -209,21 +209,23 @@ class RedisLedger(Ledger):
         self._release = self.r.register_script(_RELEASE)
         self._held: dict[str, Reservation] = {}
         self._pid = os.getpid()
-        self._pending: list[tuple[AsyncScript, list, list, asyncio.Future]] = []
+        self._pending: list[tuple] = []
         self._flushing: set[asyncio.Task] = set()
 
     # ---- batching: the scripts of one loop iteration go in one pipeline -----------------
 
-    async def _run(self, script: AsyncScript, keys: list, args: list) -> object:
+    async def _run(self, script: AsyncScript, keys: list, args: list,
+                   orphan: Callable[[object], None] | None = None) -> object:
         """EVALSHA `script`, pipelined with every other script call made in the same loop
         iteration: one connection checkout, one write and one read per batch instead of per call
         (measured ~3x less client CPU per call at concurrency 16). Each call stays its own atomic
-        script; a script Redis lost (restart, SCRIPT FLUSH) is reloaded and retried alone."""
+        script; a script Redis lost (restart, SCRIPT FLUSH) is reloaded and retried alone.
+        `orphan(result)` runs if the caller was cancelled but the script ran anyway."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush_soon)
-        self._pending.append((script, keys, args, fut))
+        self._pending.append((script, keys, args, fut, orphan))
         return await fut
 
     def _flush_soon(self) -> None:
@@ -233,26 +235,28 @@ class RedisLedger(Ledger):
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
 
-    async def _flush(self, batch: list[tuple[AsyncScript, list, list, asyncio.Future]]) -> None:
+    async def _flush(self, batch: list[tuple]) -> None:
         try:
             pipe = self.r.pipeline(transaction=False)
-            for script, keys, args, _ in batch:
+            for script, keys, args, *_ in batch:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         except BaseException as e:  # the connection failed: every call of the batch fails alike
-            for *_, fut in batch:
+            for *_, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(e)
             if not isinstance(e, Exception):
                 raise
             return
-        for (script, keys, args, fut), res in zip(batch, results):
+        for (script, keys, args, fut, orphan), res in zip(batch, results):
             if isinstance(res, NoScriptError):
                 try:
                     res = await script(keys=keys, args=args)  # loads the script, then runs it
                 except Exception as e:  # noqa: BLE001 - handed to the caller
                     res = e
             if fut.done():
+                if fut.cancelled() and orphan is not None and not isinstance(res, BaseException):
+                    orphan(res)
                 continue
             if isinstance(res, BaseException):
                 fut.set_exception(res)
@@ -292,17 +296,15 @@ class RedisLedger(Ledger):
                      f"{p}rt:{rate.key_id}:{minute}", f"{p}rt:{rate.key_id}:{minute - 1}"]
             rpm = rate.rpm if rate.rpm is not None else -1
             tpm = rate.tpm if rate.tpm is not None else -1
-        call = asyncio.ensure_future(self._run(self._reserve, keys, [len(scopes), amount, _num(now), _num(now + ttl_s),
-                                                                     f"{rid}:{amount}", rpm, tpm, _num(frac)]))
-        try:
-            out = await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # the caller gave up while the script may already have taken the hold: give it back
-            # now rather than at its TTL
-            held = Reservation(rid, scopes, amount / NANO)
-            call.add_done_callback(lambda f: None if f.cancelled() or f.exception() or f.result()[0] != "ok"
-                                   else asyncio.ensure_future(self.release(held)))
-            raise
+        def orphan(result: object) -> None:
+            # the caller gave up while the script took the hold: give it back now, not at its TTL
+            if result[0] == "ok":  # type: ignore[index]
+                task = asyncio.ensure_future(self.release(Reservation(rid, scopes, amount / NANO)))
+                self._flushing.add(task)
+                task.add_done_callback(self._flushing.discard)
+
+        out = await self._run(self._reserve, keys, [len(scopes), amount, _num(now), _num(now + ttl_s),
+                                                     f"{rid}:{amount}", rpm, tpm, _num(frac)], orphan)
         kind = out[0]
         if kind == "rate":
             prev, cur = int(out[2]), int(out[3])
