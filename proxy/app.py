@@ -25,7 +25,7 @@ from proxy.budget.keys import KeyStore
 from proxy.budget.ledger import Ledger, open_ledger
 from proxy.budget.pricing import ModelCapabilities, ModelPrice, lookup_capabilities, lookup_price
 from proxy.config import ModelConfig, Settings, load_settings
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, ProxyError
 from proxy.routing.catalog import Catalog, ModelEntry
 from proxy.routing.estimate import CostEstimator
 from proxy.routing.policies import PolicySet
@@ -35,7 +35,7 @@ from proxy.strategies.breaker import CircuitBreaker
 from proxy.strategies.executor import Executor
 from proxy.strategies.sampler import RetryPolicy
 from proxy.verifiers.deps import VerifierDeps
-from proxy.verifiers.registry import default_registry
+from proxy.verifiers.registry import VerifierRegistry, default_registry
 from proxy.telemetry.logs import configure_logging
 from proxy.telemetry.metrics import Metrics
 from proxy.telemetry.traces import TraceWriter
@@ -63,7 +63,7 @@ class AppState:
     def reload(self) -> dict:
         """Re-read profiles and policies and swap them in; raises ConfigError (the old ones keep
         serving) if either is bad."""
-        tables = load_tables(self.settings, self.catalog)
+        tables = load_tables(self.settings, self.catalog, verifiers=self.service.executor.verifiers)
         self.router.reload(tables)
         return {"policies": tables.policies.names(),
                 "profile_rows": len(tables.profiles.rows) if tables.profiles else 0}
@@ -138,8 +138,11 @@ def build_entry(cfg: ModelConfig, profiles: Profiles | None) -> ModelEntry:
     )
 
 
-def load_tables(settings: Settings, catalog: Catalog, profiles: Profiles | None = None) -> RoutingTables:
-    """Profiles, policies and the planner built from them: the reloadable part of routing."""
+def load_tables(settings: Settings, catalog: Catalog, profiles: Profiles | None = None,
+                verifiers: VerifierRegistry | None = None) -> RoutingTables:
+    """Profiles, policies and the planner built from them: the reloadable part of routing. A
+    policy's per-task verifiers are checked here, so a typo fails the start (or the reload)
+    rather than every request of that task."""
     profiles = profiles if profiles is not None else load_profiles(settings)
     policies = PolicySet.load(settings.policies_dir)
     if settings.default_policy not in policies:
@@ -151,6 +154,11 @@ def load_tables(settings: Settings, catalog: Catalog, profiles: Profiles | None 
         for field_name, model in (("fallback_model", p.fallback_model), ("default_model", p.default_model)):
             if model and catalog.get(model) is None:
                 raise ConfigError(f"policy {name}: {field_name} {model!r} is not a configured model")
+        for task, config in (p.verifiers.items() if verifiers is not None else ()):
+            try:
+                verifiers.validate(config, param=f"verifiers.{task}")  # type: ignore[union-attr]
+            except ProxyError as e:
+                raise ConfigError(f"policy {name}: {e.message}") from None
     return build_tables(catalog, profiles, policies)
 
 
@@ -160,15 +168,16 @@ def build_state(settings: Settings) -> AppState:
         assert profiles is not None
         settings.models = embedded_models(profiles)
     catalog = Catalog([build_entry(m, profiles) for m in settings.models])
-    router = Router(catalog, load_tables(settings, catalog, profiles), CostEstimator(profiles), make_labeller(),
-                    settings.default_policy)
-    keys, dev_key = KeyStore.from_settings(settings)
     metrics = Metrics()
+    verifiers = default_registry(VerifierDeps(models=catalog.entries, observe=metrics.observe_verifier,
+                                              webhook_hosts=settings.verifier_webhook_hosts))
+    router = Router(catalog, load_tables(settings, catalog, profiles, verifiers), CostEstimator(profiles),
+                    make_labeller(), settings.default_policy)
+    keys, dev_key = KeyStore.from_settings(settings)
     traces = TraceWriter(settings.traces_dir)
     ledger = open_ledger(settings.ledger)
     guard = BudgetGuard(ledger, metrics, settings.reservation_ttl_s, settings.budget_webhook_url, settings.budget_poll_s)
     breaker, retry = CircuitBreaker(), RetryPolicy()
-    verifiers = default_registry(VerifierDeps(models=catalog.entries, observe=metrics.observe_verifier))
     executor = Executor(catalog.entries, breaker, verifiers, retry=retry)
     service = ChatService(settings, router, executor, breaker, retry, metrics, traces, guard)
     return AppState(settings, catalog, router, keys, metrics, traces, service, ledger, guard, dev_key, int(time.time()))

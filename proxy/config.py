@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from proxy.errors import ConfigError
@@ -26,6 +26,16 @@ DIFFICULTIES = ("easy", "medium", "hard")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILES = PROJECT_ROOT / "profiles" / "default.json"
 DEFAULT_POLICIES = PROJECT_ROOT / "policies"
+
+
+def _known_task(v: str) -> str:
+    if v not in TASKS:
+        raise ValueError(f"unknown task {v!r}; expected one of {', '.join(TASKS)}")
+    return v
+
+
+#: a task name of the vocabulary (DESIGN.md), validated wherever a config or API field takes one
+Task = Annotated[str, AfterValidator(_known_task)]
 
 
 class _Strict(BaseModel):
@@ -100,17 +110,10 @@ class KeyConfig(_Strict):
     key_env: str = Field(min_length=1)
     team: str = Field(min_length=1)
     default_policy: str | None = None
-    default_task: str | None = None
+    default_task: Task | None = None
     # extensions: per-minute rate limits of this key, enforced across replicas through the ledger
     rpm: int | None = Field(default=None, gt=0, description="requests per minute")
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute")
-
-    @field_validator("default_task")
-    @classmethod
-    def _task(cls, v: str | None) -> str | None:
-        if v is not None and v not in TASKS:
-            raise ValueError(f"unknown task {v!r}; expected one of {', '.join(TASKS)}")
-        return v
 
 
 class Settings(BaseSettings):
@@ -133,6 +136,8 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM grace period for in-flight requests")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     budget_webhook_url: str | None = Field(default=None, description="POSTed a JSON event when a soft budget limit is crossed")
+    verifier_webhook_hosts: list[str] | None = Field(
+        default=None, description="when set, the only hosts a webhook verifier may call (else any host)")
     budget_poll_s: float = Field(default=2.0, gt=0, description="how often budget gauges are read from the ledger")
     #: set by the loader: True when no config file was given (simulated models, dev key)
     embedded: bool = False

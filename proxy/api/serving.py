@@ -441,20 +441,6 @@ class ChatService:
         before it), so a failure before the first byte is still a proper HTTP error status; then
         relay the rest live. Other plans: heartbeats until a sample is selected, then replay it."""
         c = self._start(req, key)
-        try:
-            await self._admit(c)
-        except ProxyError as e:
-            self._fail(c, e)
-            self._finish(c)
-            raise
-        except BaseException:
-            c.status, c.cancelled = CLIENT_CLOSED, True
-            await self._settle_shielded(c)
-            self._finish(c)
-            raise
-        if needs_executor(c.plan):
-            return self._stream_executed(c), self.headers(c, final=False)
-        t = time.perf_counter()
 
         async def open_stream(entry: ModelEntry) -> tuple[AsyncIterator[dict], dict | None]:
             agen = entry.upstream.stream(req.body, timeout_s=entry.timeout_s)
@@ -466,7 +452,12 @@ class ChatService:
                 await agen.aclose()  # type: ignore[attr-defined]
                 raise
 
+        t = time.perf_counter()
         try:
+            await self._admit(c)
+            if needs_executor(c.plan):
+                return self._stream_executed(c), self.headers(c, final=False)
+            t = time.perf_counter()
             agen, first = await self._attempt(c, open_stream)
         except ProxyError as e:
             c.upstream_s = time.perf_counter() - t

@@ -13,11 +13,11 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from proxy.budget.keys import key_id_of, new_key
 from proxy.budget.ledger import BudgetState, KeyRecord, Ledger, Period, key_scope, team_scope
-from proxy.config import TASKS
+from proxy.config import Task
 from proxy.errors import InvalidRequest, NotFound
 
 
@@ -33,16 +33,9 @@ class KeyCreate(_Strict):
     period: Period = "month"
     soft_usd: float | None = Field(default=None, ge=0)
     default_policy: str | None = None
-    default_task: str | None = None
+    default_task: Task | None = None
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
-
-    @field_validator("default_task")
-    @classmethod
-    def _task(cls, v: str | None) -> str | None:
-        if v is not None and v not in TASKS:
-            raise ValueError(f"unknown task {v!r}; expected one of {', '.join(TASKS)}")
-        return v
 
 
 class BudgetSet(_Strict):

@@ -199,9 +199,17 @@ class Router:
             self._sessions.popitem(last=False)
 
     def _estimated(self, entry: ModelEntry, plan: Plan, body: dict, label: TaskLabel, prompt_tokens: int) -> Plan:
+        """Cost of a plan the planner did not price (a concrete model, an explicit strategy): one
+        sample's cost, capped at the cutoff, times the samples the plan starts; the p95 (what
+        budgets reserve) also covers every restart the plan allows, since each is one more
+        sample."""
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        if plan.cutoff_tokens is not None:
+            cap = min(cap, plan.cutoff_tokens) if cap else plan.cutoff_tokens
         p50, p95 = self.estimator.predict(entry, prompt_tokens, cap, 1, label.task, label.difficulty)
-        return plan.with_(predicted_cost_p50=p50, predicted_cost_p95=p95)
+        samples = plan.max_samples + (plan.rounds or 0) * (2 if plan.critic_model else 1)
+        restarts = plan.max_restarts * plan.max_samples if plan.restart != "stop" else 0
+        return plan.with_(predicted_cost_p50=p50 * samples, predicted_cost_p95=p95 * (samples + restarts))
 
 
 def _strategy(value: object) -> dict | None:

@@ -26,7 +26,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["equivalent", "extract_answer", "group_answers", "has_final_answer", "needs_cas", "normalize"]
+__all__ = ["equivalent", "extract_answer", "group_answers", "has_final_answer", "last_boxed", "needs_cas", "normalize"]
 
 #: longest answer handed to computer algebra; longer ones compare by normalised text only
 _CAS_MAX_CHARS = 300
@@ -51,8 +51,8 @@ _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # -- extraction --------------------------------------------------------------------------------
 
 
-def _boxed(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
+def last_boxed(text: str) -> str | None:
+    """Contents of the last non-empty ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     while start != -1:
         opened = _BOX_OPEN.match(text, start)
@@ -86,7 +86,7 @@ def extract_answer(text: str | None) -> str | None:
     """The final answer stated in `text`, or None. See the module docstring for the order."""
     if not text:
         return None
-    if (boxed := _boxed(text)) is not None:
+    if (boxed := last_boxed(text)) is not None:
         return _clean(boxed)
     finals = _FINAL.findall(text)
     if finals and (value := _clean(finals[-1].splitlines()[0] if finals[-1] else "")):
@@ -107,7 +107,7 @@ def has_final_answer(text: str | None) -> bool:
     not merely because it contains a number: the `math_answer` check without a reference."""
     if not text:
         return False
-    return bool(_boxed(text) or _FINAL.search(text) or _CHOICE.search(text) or _LONE_LETTER.fullmatch(text)
+    return bool(last_boxed(text) or _FINAL.search(text) or _CHOICE.search(text) or _LONE_LETTER.fullmatch(text)
                 or _ANSWER_LINE.search(text))
 
 
@@ -117,7 +117,7 @@ def has_final_answer(text: str | None) -> bool:
 def normalize(answer: str) -> str:
     """A canonical spelling: what two equal answers most often differ by is removed."""
     s = answer.strip().strip("$").strip()
-    if (inner := _boxed(s)) is not None and s.startswith(("\\boxed", "\\fbox")):
+    if (inner := last_boxed(s)) is not None and s.startswith(("\\boxed", "\\fbox")):
         s = inner
     for opener, closer in (("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(opener) and s.endswith(closer):

@@ -10,30 +10,16 @@ from __future__ import annotations
 
 import re
 
+from proxy.strategies.answers import last_boxed
+
 __all__ = ["final_region", "last_boxed"]
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}``, braces balanced."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i, depth = start + len("\\boxed{"), 1
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i:j]
-    return None
 
 
 def final_region(text: str, keywords: tuple[str, ...]) -> str | None:
     """The part of `text` that states the final answer (see the module docstring)."""
     text = text or ""
     boxed = last_boxed(text)
-    if boxed is not None and boxed.strip():
+    if boxed is not None:
         return boxed
     if keywords:
         pattern = re.compile(r"(?:%s)\s*[:=]?\s*(.*)" % "|".join(re.escape(k) for k in keywords), re.I)

@@ -239,8 +239,9 @@ def test_every_alert_rule_evaluates_in_prometheus(stack):
     bad = {n: r.get("lastError") for n, r in loaded.items() if r["health"] != "ok"}
     assert not bad, bad
     # the inputs of the upstream-error alert are live: the flaky model's failure share is visible
-    share = prom.value('sum by (model) (rate(pareto_upstream_errors_total{model="flaky"}[1m])) '
-                       '/ sum by (model) (rate(pareto_upstream_seconds_count{model="flaky"}[1m]))')
+    # (raw counters, not rate(): the workload may have finished before a second scrape saw it grow)
+    share = prom.value('sum(pareto_upstream_errors_total{model="flaky"}) '
+                       '/ sum(pareto_upstream_seconds_count{model="flaky"})')
     assert 0 < share < 1
 
 

@@ -130,3 +130,11 @@ def test_conversation_stays_on_its_model(client):
     c = client.chat.completions.create(model="auto/cheap", messages=[{"role": "user", "content": "hello"}],
                                        max_tokens=50, extra_body={"routing": {"task": "science", "explain": True}})
     assert not c.model_extra["routing"]["reason"].startswith("conversation stays"), "a fresh conversation is not pinned"
+
+
+def test_an_explicit_strategy_is_priced_per_sample_and_its_p95_covers_restarts(client):
+    one = explain(client, "thinker", task="math", cutoff_tokens=150)["plan"]
+    four = explain(client, "thinker", task="math", cutoff_tokens=150, max_restarts=1,
+                   strategy={"name": "parallel", "k": 4, "aggregator": "majority"})["plan"]
+    assert four["predicted_cost_p50"] == pytest.approx(4 * one["predicted_cost_p50"])
+    assert four["predicted_cost_p95"] == pytest.approx((4 + 4) * one["predicted_cost_p95"])

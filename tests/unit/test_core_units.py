@@ -120,3 +120,26 @@ async def test_trace_writer_flushes_and_finds_ids(tmp_path):
     fresh = TraceWriter(str(tmp_path))  # another process: finds it on disk
     assert await fresh.team_of("chatcmpl-a") == "t1"
     assert await fresh.team_of("chatcmpl-b") is None
+
+
+def test_a_policy_with_a_bad_verifier_fails_the_start_with_its_name(tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from proxy.app import build_state
+    from proxy.config import DEFAULT_POLICIES, load_settings
+    from proxy.errors import ConfigError
+
+    pol = tmp_path / "policies"
+    shutil.copytree(DEFAULT_POLICIES, pol)
+    (pol / "checked.yaml").write_text(yaml.safe_dump(
+        {"objective": "balanced", "verifiers": {"code": {"name": "python_tests", "timeout_s": "soon"}}}))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"policies_dir": str(pol), "traces_dir": str(tmp_path / "t"),
+                                   "ledger": f"sqlite:///{tmp_path}/l.db",
+                                   "models": [{"name": "m", "provider": "simulated", "profile": "R1"}]}))
+    monkeypatch.setenv("PARETO_ADMIN_KEY", "x")
+    with pytest.raises(ConfigError) as e:
+        build_state(load_settings(cfg))
+    assert "policy checked" in str(e.value) and "verifiers.code" in str(e.value)
