@@ -274,9 +274,10 @@ class ChatService:
             if c.cost:
                 m.child(m.cost, team, model).inc(c.cost)
             m.child(m.upstream_seconds, model).observe(c.upstream_s)
-        m.request_cost.observe(c.cost)
+        m.child(m.request_cost, team, c.entry.name).observe(c.cost)
         if c.predicted_p50 > 0 and c.status == 200:
-            m.prediction_ratio.observe(c.cost / c.predicted_p50)
+            m.child(m.prediction_ratio, team, c.entry.name).observe(c.cost / c.predicted_p50)
+            m.child(m.predicted_cost, team, c.entry.name).inc(c.predicted_p50)
         m.overhead.observe(max(0.0, total - c.upstream_s))
         if c.status == 200 and not c.entry.profiled and c.runs is None:
             self.router.estimator.observe(c.entry.name, c.completion_tokens)

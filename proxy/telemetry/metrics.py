@@ -30,10 +30,16 @@ class Metrics:
         self.requests = Counter("pareto_requests", "Requests by outcome", ["policy", "model", "strategy", "status"], registry=r)
         self.tokens = Counter("pareto_tokens", "Tokens billed (type: prompt, completion, wasted)", ["model", "type"], registry=r)
         self.cost = Counter("pareto_cost_usd", "Spend in USD", ["team", "model"], registry=r)
-        self.request_cost = Histogram("pareto_request_cost_usd", "Cost of one request in USD", buckets=COST_BUCKETS, registry=r)
+        # team and model labels (an extension of the contract's names) let the dashboard's team and
+        # model variables filter cost per request and prediction drift, like every other panel
+        self.request_cost = Histogram("pareto_request_cost_usd", "Cost of one request in USD", ["team", "model"],
+                                      buckets=COST_BUCKETS, registry=r)
         self.prediction_ratio = Histogram(
-            "pareto_cost_prediction_ratio", "Actual / predicted cost per request", buckets=RATIO_BUCKETS, registry=r
+            "pareto_cost_prediction_ratio", "Actual / predicted cost per request", ["team", "model"],
+            buckets=RATIO_BUCKETS, registry=r
         )
+        self.predicted_cost = Counter("pareto_predicted_cost_usd", "Predicted (p50) cost of answered requests in USD",
+                                      ["team", "model"], registry=r)
         self.cutoffs = Counter("pareto_cutoffs", "Samples cut at a token cutoff", ["model", "task"], registry=r)
         self.restarts = Counter("pareto_restarts", "Restarts after a cut or failure", ["model", "task"], registry=r)
         self.verifications = Counter("pareto_verifications", "Verifier verdicts", ["verifier", "result"], registry=r)
