@@ -36,8 +36,9 @@ def _processes_of(uid: int) -> list[int]:
 
 
 async def test_the_probed_mode_is_real_isolation_here():
+    # this machine (and CI's image) can make namespaces: anything weaker is a regression of the probe
     mode = await Sandbox().mode()
-    assert mode in ("namespaces", "userns", "rlimits", "weak")
+    assert mode == ("namespaces" if ROOT else "userns"), mode
     if ROOT:
         assert mode in ("namespaces", "rlimits")
 
@@ -93,7 +94,7 @@ async def test_writing_outside_the_directory_is_refused(sandbox, tmp_path):
 async def test_a_big_file_hits_the_file_size_limit(sandbox):
     code = "open('big.bin', 'wb').write(b'x' * (64 * 1024 * 1024))\n"
     r = await sandbox.run(code, "assert True", timeout_s=10)
-    assert not r.passed
+    assert not r.passed and "File too large" in r.reason, r.reason
 
 
 async def test_environment_secrets_are_not_inherited(sandbox, monkeypatch):
@@ -168,8 +169,7 @@ async def test_the_proxys_own_directory_is_hidden(monkeypatch):
     import tempfile
 
     sb = Sandbox()
-    if await sb.mode() not in ("namespaces", "userns"):
-        pytest.skip("hiding directories needs a mount namespace")
+    assert await sb.mode() in ("namespaces", "userns"), "hiding directories needs a mount namespace"
     home = Path(tempfile.mkdtemp(prefix=".sandbox-cwd-", dir=Path(__file__).parents[2]))
     try:
         os.chmod(home, 0o755)
