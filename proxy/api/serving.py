@@ -159,9 +159,18 @@ class ChatService:
         c.settled = True
         await self.guard.settle(c.reservation, c.key, c.cost, c.prompt_tokens + c.completion_tokens)
 
-    async def _settle_shielded(self, c: Call) -> None:
+    async def _abandon(self, c: Call, e: BaseException) -> None:
+        """End a call that failed (a `ProxyError`) or was cancelled before its response began:
+        record why, bill what its samples consumed (or release the hold), measure and trace."""
+        if isinstance(e, ProxyError):
+            self._fail(c, e)
+        else:
+            c.status, c.cancelled = CLIENT_CLOSED, True
+            if c.runs is not None:
+                self._take_runs(c)
         with anyio.CancelScope(shield=True):
             await self._settle(c)
+        self._finish(c)
 
     def _plan(self, c: Call) -> dict:
         return c.plan.to_dict()
@@ -368,17 +377,8 @@ class ChatService:
                 resp["routing"] = self._routing(c)
             await self._settle(c)  # durable before the response is sent
             return resp, self.headers(c), c
-        except ProxyError as e:
-            self._fail(c, e)
-            await self._settle_shielded(c)
-            self._finish(c)
-            raise
-        except BaseException:
-            c.status, c.cancelled = CLIENT_CLOSED, True
-            if c.runs is not None:
-                self._take_runs(c)
-            await self._settle_shielded(c)
-            self._finish(c)
+        except BaseException as e:
+            await self._abandon(c, e)
             raise
 
     async def _complete_fast(self, c: Call) -> dict:
@@ -460,16 +460,10 @@ class ChatService:
                 return self._stream_executed(c), self.headers(c, final=False)
             t = time.perf_counter()
             agen, first = await self._attempt(c, open_stream)
-        except ProxyError as e:
-            c.upstream_s = time.perf_counter() - t
-            self._fail(c, e)
-            await self._settle_shielded(c)
-            self._finish(c)
-            raise
-        except BaseException:
-            c.status, c.cancelled = CLIENT_CLOSED, True
-            await self._settle_shielded(c)
-            self._finish(c)
+        except BaseException as e:
+            if isinstance(e, ProxyError):
+                c.upstream_s = time.perf_counter() - t
+            await self._abandon(c, e)
             raise
         return self._relay(c, t, first, agen), self.headers(c, final=False)
 
