@@ -45,19 +45,21 @@ def add_parsers(sub, common) -> None:  # type: ignore[no-untyped-def]
     common(r)
     r.add_argument("id", help="key id (k_...), from `keys list`")
 
-    b = sub.add_parser("budgets", help="set and show budgets", description=(
+    b = sub.add_parser("budgets", help="set, remove and show budgets", description=(
         "Budgets on teams or keys, per window: day and month (calendar, UTC) or total. A hard limit refuses "
         "requests (429 budget_exceeded) once reservations would pass it; a soft limit only reports (metric "
         "pareto_budget_soft_limit_events_total, a log event, the budget webhook)."))
     bs = b.add_subparsers(dest="action", metavar="ACTION")
     bs.required = True
     s = bs.add_parser("set", help="create or replace a budget")
-    common(s)
-    who = s.add_mutually_exclusive_group(required=True)
-    who.add_argument("--team", help="the team's budget")
-    who.add_argument("--key-id", help="one key's budget (k_...)")
+    rm = bs.add_parser("remove", help="lift a budget (its spend stays recorded)")
+    for p in (s, rm):
+        common(p)
+        who = p.add_mutually_exclusive_group(required=True)
+        who.add_argument("--team", help="the team's budget")
+        who.add_argument("--key-id", help="one key's budget (k_...)")
+        p.add_argument("--period", choices=PERIODS, required=True)
     s.add_argument("--usd", type=float, metavar="X", help="hard limit in USD")
-    s.add_argument("--period", choices=PERIODS, required=True)
     s.add_argument("--soft-usd", type=float, metavar="Y", help="soft limit in USD")
     sh = bs.add_parser("show", help="limit, spent, reserved and window per key and team")
     common(sh)
@@ -134,6 +136,13 @@ def cmd_budgets(args: argparse.Namespace) -> int:
                       f"spent {_money(b.spent_usd)}")
         return 0
 
+    async def remove(ledger: Ledger) -> int:
+        ref = admin.parse(admin.BudgetRef, {k: v for k, v in {
+            "team": args.team, "key_id": args.key_id, "period": args.period}.items() if v is not None})
+        await admin.remove_budget(ledger, ref)
+        print(f"removed the {ref.period} budget of {ref.scope}")
+        return 0
+
     async def show(ledger: Ledger) -> int:
         states = await ledger.budgets()
         if args.json:
@@ -150,4 +159,4 @@ def cmd_budgets(args: argparse.Namespace) -> int:
                   f"{b.window or 'all time'}")
         return 0
 
-    return _run(settings, {"set": set_, "show": show}[args.action])
+    return _run(settings, {"set": set_, "remove": remove, "show": show}[args.action])

@@ -68,6 +68,15 @@ class AdminApi:
         await self.s.guard.update_gauges()
         return _json({"object": "list", "data": [b.to_dict() for b in states]})
 
+    @envelope_errors
+    async def remove_budget(self, request: Request) -> Response:
+        """`DELETE /admin/budgets?team=T&period=month` (or `key_id=`): the query names the budget."""
+        self.s.keys.authenticate_admin(request.headers.get("authorization"))
+        ref = admin.parse(admin.BudgetRef, dict(request.query_params))
+        await admin.remove_budget(self.s.ledger, ref)
+        await self.s.guard.update_gauges()
+        return _json({"scope": ref.scope, "period": ref.period, "removed": True})
+
     def routes(self) -> list[Route]:
         return [
             Route("/admin/keys", self.create_key, methods=["POST"]),
@@ -75,4 +84,5 @@ class AdminApi:
             Route("/admin/keys/{key_id}", self.revoke_key, methods=["DELETE"]),
             Route("/admin/budgets", self.show_budgets, methods=["GET"]),
             Route("/admin/budgets", self.set_budget, methods=["PUT"]),
+            Route("/admin/budgets", self.remove_budget, methods=["DELETE"]),
         ]

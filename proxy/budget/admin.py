@@ -38,28 +38,37 @@ class KeyCreate(_Strict):
     tpm: int | None = Field(default=None, gt=0)
 
 
-class BudgetSet(_Strict):
-    """`PUT /admin/budgets` and `budgets set`: one of `team` or `key_id`, a limit and/or a soft limit."""
+class BudgetRef(_Strict):
+    """`DELETE /admin/budgets` and `budgets remove`: which budget (one of `team` or `key_id`, a period)."""
 
     team: str | None = Field(default=None, min_length=1)
     key_id: str | None = Field(default=None, min_length=1)
-    usd: float | None = Field(default=None, ge=0, description="hard limit")
     period: Period
-    soft_usd: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _one_scope(self) -> "BudgetSet":
+    def _one_scope(self) -> "BudgetRef":
         if (self.team is None) == (self.key_id is None):
             raise ValueError("give exactly one of 'team' or 'key_id'")
-        if self.usd is None and self.soft_usd is None:
-            raise ValueError("give 'usd' (the hard limit), 'soft_usd', or both")
-        if self.usd is not None and self.soft_usd is not None and self.soft_usd > self.usd:
-            raise ValueError("'soft_usd' must not exceed 'usd'")
         return self
 
     @property
     def scope(self) -> str:
         return team_scope(self.team) if self.team is not None else key_scope(self.key_id or "")
+
+
+class BudgetSet(BudgetRef):
+    """`PUT /admin/budgets` and `budgets set`: one of `team` or `key_id`, a limit and/or a soft limit."""
+
+    usd: float | None = Field(default=None, ge=0, description="hard limit")
+    soft_usd: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _limits(self) -> "BudgetSet":
+        if self.usd is None and self.soft_usd is None:
+            raise ValueError("give 'usd' (the hard limit), 'soft_usd', or both")
+        if self.usd is not None and self.soft_usd is not None and self.soft_usd > self.usd:
+            raise ValueError("'soft_usd' must not exceed 'usd'")
+        return self
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:
@@ -105,3 +114,11 @@ async def set_budget(ledger: Ledger, spec: BudgetSet, static_key_ids: Collection
                        param="key_id")
     await ledger.set_budget(spec.scope, spec.period, spec.usd, spec.soft_usd)
     return await ledger.budgets([spec.scope])
+
+
+async def remove_budget(ledger: Ledger, ref: BudgetRef) -> None:
+    """Lift a budget; its scope's spend stays recorded (a budget set again later sees it)."""
+    if not any(b.period == ref.period for b in await ledger.budgets([ref.scope])):
+        raise NotFound(f"No {ref.period} budget on {ref.scope} (see GET /admin/budgets or `pareto-proxy budgets show`).",
+                       param="period")
+    await ledger.set_budget(ref.scope, ref.period, None, None)

@@ -105,6 +105,15 @@ def test_budget_aware_planning_picks_a_plan_that_fits_before_refusing(proxy):
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="sim-deepseek", messages=MSG, max_tokens=50)
     assert e.value.code == "budget_exceeded" and "window)" in e.value.message
+    # lifting the budgets lets it through again; the spend stays recorded
+    for period in ("total", "day"):
+        r = admin(proxy.url, "DELETE", f"/admin/budgets?key_id={made['id']}&period={period}")
+        assert r.status_code == 200 and r.json()["removed"] is True, r.text
+    assert client.chat.completions.create(model="sim-deepseek", messages=MSG, max_tokens=50).choices
+    r = admin(proxy.url, "DELETE", f"/admin/budgets?key_id={made['id']}&period=day")
+    assert r.status_code == 404 and r.json()["error"]["param"] == "period"
+    r = admin(proxy.url, "DELETE", "/admin/budgets?period=day")
+    assert r.status_code == 400 and "exactly one" in r.json()["error"]["message"]
 
 
 def test_rate_limit_per_key_answers_429_with_retry_after(proxy):
@@ -209,6 +218,12 @@ def test_cli_keys_and_budgets_share_the_ledger_with_a_running_proxy(tmp_path):
         assert made["id"] in listed and made["key"] not in listed
         bad = cli(tmp_path, cfg, "budgets", "set", "--team", "x", "--usd", "1", "--soft-usd", "2", "--period", "day")
         assert bad.returncode == 2 and "soft_usd" in bad.stderr and "Traceback" not in bad.stderr
+        out = cli(tmp_path, cfg, "budgets", "remove", "--team", "cli-team", "--period", "month")
+        assert out.returncode == 0, out.stderr
+        shown = json.loads(cli(tmp_path, cfg, "budgets", "show", "--json").stdout)
+        assert not any(b.get("team") == "cli-team" for b in shown)
+        again = cli(tmp_path, cfg, "budgets", "remove", "--team", "cli-team", "--period", "month")
+        assert again.returncode == 2 and "No month budget" in again.stderr
         out = cli(tmp_path, cfg, "keys", "revoke", made["id"])
         assert out.returncode == 0, out.stderr
         wait_for(lambda: not _works(client), timeout=5)
